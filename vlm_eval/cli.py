@@ -1,0 +1,139 @@
+"""`vlm-eval` command line. Wires modules together; holds no logic of its own.
+
+Exit status: 0 success, 2 bad job file / arguments (one message, every problem),
+1 anything else. User errors never print a traceback (``--debug`` shows one).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from vlm_eval.errors import JobFailedError, UserError, VlmEvalError
+
+log = logging.getLogger("vlm_eval")
+
+
+def _progress(model: str, done: int, total: int) -> None:
+    step = max(1, total // 10)
+    if done == total or done % step == 0:
+        print(f"  [{model}] units {done}/{total}", flush=True)
+
+
+def _print_summary(summary) -> None:
+    if summary is None or not len(summary):
+        return
+    overall = summary[summary["finding"].isna()]
+    cols = [c for c in ("model", "dataset", "n", "n_incomplete", "n_errors", "frac_ideal", "frac_fragile",
+                        "frac_dangerous", "frac_worst", "flip_rate_question", "accuracy") if c in overall]
+    print(overall[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from vlm_eval.config import load_job
+    from vlm_eval.run import run_job
+
+    job = load_job(args.job, args.set or [])
+    print(f"vlm-eval: running job {job.name!r} ({len(job.models)} model(s))", flush=True)
+    result = run_job(job, progress=_progress)
+    _print_summary(result.summary)
+    print(f"run folder: {result.run_url}")
+    return 0
+
+
+def cmd_reduce(args: argparse.Namespace) -> int:
+    from vlm_eval.reduce import reduce_run
+
+    counts = reduce_run(args.run_url)
+    print(f"reduced {args.run_url}: {counts}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vlm_eval.report import write_report
+
+    print(f"report: {write_report(args.run_url)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from vlm_eval.compare import compare_runs
+
+    text = compare_runs(args.run_urls, output=args.output)
+    print(text)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vlm_eval.demo import run_demo
+
+    result = run_demo(output=args.output, n_samples=args.samples, progress=_progress)
+    _print_summary(result.summary)
+    print(f"demo run folder: {result.run_url}")
+    print(f"open the report: {result.run_url.rstrip('/')}/report.html")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from vlm_eval.datasets import describe_adapters
+
+    print(describe_adapters())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vlm-eval", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="inference, then reduce, then report; resumes an existing run_id")
+    r.add_argument("job", help="job YAML (path or URL)")
+    r.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a job key (repeatable)")
+    r.set_defaults(func=cmd_run)
+
+    r = sub.add_parser("reduce", help="(re)build quadrant and summary tables from prediction shards")
+    r.add_argument("run_url")
+    r.set_defaults(func=cmd_reduce)
+
+    r = sub.add_parser("report", help="(re)write report.html")
+    r.add_argument("run_url")
+    r.set_defaults(func=cmd_report)
+
+    r = sub.add_parser("compare", help="side-by-side summary of several runs or models")
+    r.add_argument("run_urls", nargs="+")
+    r.add_argument("--output", help="write the comparison tables/HTML here")
+    r.set_defaults(func=cmd_compare)
+
+    r = sub.add_parser("demo", help="the whole job on built-in demo data and a tiny model (no network, no GPU)")
+    r.add_argument("--output", default="runs", help="where the demo run folder goes (default: ./runs)")
+    r.add_argument("--samples", type=int, default=48, help="number of synthetic samples")
+    r.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("datasets", help="list dataset adapters and their options")
+    r.set_defaults(func=cmd_datasets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"vlm-eval: error: {exc}", file=sys.stderr)
+        return 2
+    except JobFailedError as exc:
+        print(f"vlm-eval: run failed: {exc}", file=sys.stderr)
+        return 1
+    except (VlmEvalError, Exception) as exc:  # noqa: BLE001 - last-resort message
+        if args.debug or os.environ.get("VLM_EVAL_DEBUG"):
+            raise
+        print(f"vlm-eval: failed: {type(exc).__name__}: {exc}\n(run with --debug for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

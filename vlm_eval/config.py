@@ -1,0 +1,255 @@
+"""The job file: a pydantic schema with a docstring per field, and its loader.
+
+``load_job(path, overrides)`` reads YAML from any fsspec URL, applies ``--set``
+overrides and validates. Every problem is reported at once in one ConfigError.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vlm_eval.errors import ConfigError
+from vlm_eval.schema import ABLATIONS, IMAGE
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+DEFAULT_SYSTEM = "You are a medical imaging expert. For yes/no questions, respond with only Yes or No."
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+class DatasetConfig(_Strict):
+    adapter: str = "manifest"
+    """Dataset adapter: manifest | synthetic | padchest | ... or 'package.module:Adapter'."""
+    manifest: str | None = None
+    """The manifest / label file (local path or fsspec URL such as s3://...)."""
+    images: str | None = None
+    """Root that relative image paths are resolved against (path or URL)."""
+    findings: list[str] | None = None
+    """Label datasets: the findings to ask about (None = the adapter's default)."""
+    limit: int | None = Field(default=None, ge=1)
+    """Use at most this many samples (after filtering), for smoke runs."""
+    max_image_side: int = Field(default=2048, ge=16)
+    """Images larger than this (longest side, pixels) are downscaled when loaded."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Adapter-specific options (see `vlm-eval datasets`)."""
+
+
+class PromptsConfig(_Strict):
+    set: str = "cxr-binary-v1"
+    """Built-in paraphrase set name, or a path to a YAML prompt set."""
+    paraphrases: int = Field(default=5, ge=0)
+    """Paraphrases per question in addition to the original (variant 0)."""
+    system: str | None = DEFAULT_SYSTEM
+    """System prompt given with every variant (None = no system turn)."""
+
+
+class TaxonomyConfig(_Strict):
+    ablation: str = "text_only"
+    """The ablation whose prediction decides image reliance (must be in `conditions`)."""
+    reliance: Literal["original", "majority", "any"] = "original"
+    """original: variant 0 flips; majority: majority vote flips; any: any variant flips."""
+
+
+class ModelConfig(_Strict):
+    name: str
+    """Short name, used in output paths (letters, digits, '.', '_', '-')."""
+    engine: str = "transformers"
+    """vllm | transformers | scripted | 'package.module:factory'."""
+    path: str | None = None
+    """Model folder (local or object-store URL)."""
+    revision: str | None = None
+    """Model revision label, recorded and used in the prediction cache key."""
+    lora: str | None = None
+    """Optional LoRA adapter folder."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Passed through to the engine unchanged."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_path_safe(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("must be letters, digits, '.', '_' or '-' (it names a folder)")
+        return v
+
+
+class ResourcesConfig(_Strict):
+    actors: int = Field(default=1, ge=1)
+    """Engine actors per model (one engine each)."""
+    gpus_per_actor: float = Field(default=1, ge=0)
+    """GPUs per engine actor (0 on CPU-only machines)."""
+    cpus_per_actor: float = Field(default=1, ge=0)
+    """CPUs reserved per engine actor."""
+    batch_size: int = Field(default=32, ge=1)
+    """Samples per batch; also the number of samples per prediction shard."""
+    resources_per_actor: dict[str, float] = Field(default_factory=dict)
+    """Extra Ray custom resources per actor (e.g. {accelerator_type:A100: 0.01})."""
+    ray_address: str | None = None
+    """Ray cluster to join (None: RAY_ADDRESS if set, else a local loopback-only Ray)."""
+
+
+class FailureConfig(_Strict):
+    max_error_fraction: float = Field(default=0.01, ge=0, le=1)
+    """The run fails (non-zero exit) if errored samples exceed this share of inputs."""
+
+
+class Job(_Strict):
+    name: str
+    """Job name; run_id defaults to NAME-YYYYmmdd-HHMMSS."""
+    run_id: str | None = None
+    """Give one to resume a run or to write idempotently."""
+    output: str = "runs"
+    """Where runs go: any fsspec URL or local path; a run writes OUTPUT/RUN_ID/."""
+    dataset: DatasetConfig
+    """The samples to evaluate."""
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    """Question variants."""
+    conditions: list[str] = Field(default_factory=lambda: [IMAGE, "text_only"])
+    """'image' plus ablations: text_only, blank, noise, swap."""
+    taxonomy: TaxonomyConfig = Field(default_factory=TaxonomyConfig)
+    """How quadrants are decided."""
+    models: list[ModelConfig] = Field(min_length=1)
+    """Models to evaluate (each gets its own engine actors)."""
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    """Ray resources."""
+    failure: FailureConfig = Field(default_factory=FailureConfig)
+    """Failure policy."""
+
+    @field_validator("name", "run_id")
+    @classmethod
+    def _path_safe(cls, v: str | None) -> str | None:
+        if v is not None and not _NAME_RE.match(v):
+            raise ValueError("must be letters, digits, '.', '_' or '-' (it names a folder)")
+        return v
+
+    @field_validator("conditions")
+    @classmethod
+    def _known_conditions(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if c != IMAGE and c not in ABLATIONS]
+        if bad:
+            raise ValueError(f"unknown condition(s) {bad}; use 'image' and any of {list(ABLATIONS)}")
+        if IMAGE not in v:
+            raise ValueError("must include 'image'")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a condition twice")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Job":
+        problems = []
+        if self.taxonomy.ablation not in self.conditions or self.taxonomy.ablation == IMAGE:
+            problems.append(
+                f"taxonomy.ablation: {self.taxonomy.ablation!r} must be one of the ablations in "
+                f"conditions {self.conditions}"
+            )
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            problems.append(f"models: names must be unique, repeated: {dupes}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def resolved_run_id(self, now: datetime | None = None) -> str:
+        if self.run_id:
+            return self.run_id
+        now = now or datetime.now(timezone.utc)
+        return f"{self.name}-{now.strftime('%Y%m%d-%H%M%S')}"
+
+    @property
+    def ablations(self) -> list[str]:
+        return [c for c in self.conditions if c != IMAGE]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[str]:
+    """Apply ``a.b.c=value`` overrides in place (value parsed as YAML). Returns problems."""
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            problems.append(f"--set {item!r}: expected KEY.PATH=VALUE")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node: Any = data
+        parts = key.split(".")
+        try:
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                if isinstance(node, list):
+                    idx = int(part)
+                    if last:
+                        node[idx] = value
+                    else:
+                        node = node[idx]
+                else:
+                    if last:
+                        node[part] = value
+                    else:
+                        if node.get(part) is None:
+                            node[part] = {}
+                        node = node[part]
+        except (ValueError, IndexError, TypeError, AttributeError):
+            problems.append(f"--set {item!r}: {key!r} does not name a settable place in the job")
+    return problems
+
+
+def _format_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def validate_job(data: Any, source: str | None = None) -> Job:
+    if not isinstance(data, dict):
+        raise ConfigError([f"the job must be a YAML mapping, got {type(data).__name__}"], source)
+    try:
+        return Job.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = _format_loc(tuple(p for p in err["loc"]))
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; see CONTRACT.md for the job schema)"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            elif "input" in err and not isinstance(err["input"], (dict, list)):
+                msg = f"{msg} (got {err['input']!r})"
+            problems.append(f"{loc}: {msg}")
+        raise ConfigError(problems, source) from None
+
+
+def read_yaml(path: str) -> Any:
+    import fsspec
+
+    try:
+        with fsspec.open(path, "r", encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError([f"job file not found: {path}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read job file {path}: {exc}"]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], path) from None
+
+
+def load_job(path: str, overrides: list[str] | None = None) -> Job:
+    """Read, override and validate a job file. Raises ConfigError with every problem."""
+    data = read_yaml(path)
+    if data is None:
+        data = {}
+    problems = apply_overrides(data, overrides or []) if isinstance(data, dict) else []
+    if problems:
+        raise ConfigError(problems, path)
+    return validate_job(data, path)

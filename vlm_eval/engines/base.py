@@ -1,0 +1,103 @@
+"""The engine protocol: what every scoring engine (built-in or plug-in) implements.
+
+An engine is any object with ``score(requests) -> results`` (one result per
+request, same order). Engines know nothing of Ray or of datasets: an actor in
+``vlm_eval.pipeline`` holds one and feeds it requests.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # PIL is light, but keep the protocol import-free
+    from PIL.Image import Image
+
+DEFAULT_OPTIONS: tuple[str, ...] = ("Yes", "No")
+
+
+@dataclass
+class ScoreRequest:
+    """One prompt to score at the first answer position."""
+
+    prompt: str
+    """The user turn (question text). The engine adds its chat template."""
+    system: str | None = None
+    """Optional system prompt."""
+    image: "Image | None" = None
+    """The image (RGB PIL image), or None for a text-only prompt."""
+    options: tuple[str, ...] = DEFAULT_OPTIONS
+    """Answer options whose log-probabilities are wanted (first = positive)."""
+    image_uuid: str | None = None
+    """Content hash of the image, so engines can share encoder/prefix caches."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Free-form tags (sample id, variant, condition); engines may ignore them."""
+
+
+@dataclass
+class ScoreResult:
+    """Scores of one request: log-probabilities per option, or an error."""
+
+    logprobs: dict[str, float]
+    """One entry per option: log-sum-exp over that option's spellings."""
+    text: str | None = None
+    """Optional generated/top token text, for inspection."""
+    error: str | None = None
+    """Set when this single request failed; ``logprobs`` is then empty."""
+    other_mass: float | None = None
+    """Probability mass outside every option spelling (off-format signal)."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """The plug-in protocol (contract section "Engine plug-in")."""
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]: ...
+
+
+EngineFactory = "Callable[[Mapping[str, Any]], Engine]"
+
+
+def option_spellings(option: str) -> list[str]:
+    """Spellings of an answer option that count for it: Yes, " Yes", yes, " yes"."""
+    forms = [option, option.lower(), option.capitalize()]
+    out: list[str] = []
+    for f in forms:
+        for s in (f, " " + f):
+            if s not in out:
+                out.append(s)
+    return out
+
+
+def logsumexp(values: Iterable[float]) -> float:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return float("-inf")
+    m = max(vals)
+    if m == float("-inf"):
+        return m
+    return m + math.log(sum(math.exp(v - m) for v in vals))
+
+
+def error_result(request: ScoreRequest, message: str) -> ScoreResult:
+    return ScoreResult(logprobs={}, error=message)
+
+
+def check_results(requests: list[ScoreRequest], results: list[ScoreResult]) -> list[ScoreResult]:
+    """Validate an engine's answer: one result per request, one logprob per option."""
+    if not isinstance(results, list) or len(results) != len(requests):
+        got = len(results) if isinstance(results, list) else type(results).__name__
+        raise TypeError(
+            f"engine.score returned {got} results for {len(requests)} requests; "
+            "it must return a list with one ScoreResult per request, in order"
+        )
+    checked: list[ScoreResult] = []
+    for req, res in zip(requests, results):
+        if not isinstance(res, ScoreResult):
+            raise TypeError(f"engine.score returned {type(res).__name__}, expected ScoreResult")
+        if res.error is None:
+            missing = [o for o in req.options if o not in res.logprobs]
+            if missing:
+                res = ScoreResult(logprobs={}, error=f"engine result lacks options {missing}")
+        checked.append(res)
+    return checked

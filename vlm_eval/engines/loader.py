@@ -1,0 +1,26 @@
+"""Engine lookup: built-in names or ``package.module:factory`` plug-ins."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from vlm_eval.engines.base import Engine
+from vlm_eval.errors import EngineError
+from vlm_eval.registry import resolve
+
+BUILTIN_ENGINES: dict[str, str] = {
+    "transformers": "vlm_eval.engines.transformers:TransformersEngine",
+    "vllm": "vlm_eval.engines.vllm:VLLMEngine",
+    "scripted": "vlm_eval.engines.scripted:ScriptedEngine",
+}
+
+
+def load_engine(model: Mapping[str, Any]) -> Engine:
+    """Build the engine for one ``models:`` entry (called once per actor)."""
+    factory = resolve(str(model["engine"]), "engine", BUILTIN_ENGINES)
+    engine = factory(dict(model))
+    if not callable(getattr(engine, "score", None)):
+        raise EngineError(
+            f"engine {model['engine']!r} returned {type(engine).__name__}, which has no "
+            "score(requests) method; a factory must return an object implementing the Engine protocol"
+        )
+    return engine

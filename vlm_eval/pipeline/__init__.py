@@ -1,0 +1,1 @@
+"""The Ray Data plan: work units -> image loading -> engine actors -> committed shards."""

@@ -1,0 +1,202 @@
+"""The two Ray Data stages: image loading (CPU tasks) and scoring (engine actors).
+
+Stage contracts (columns read -> written):
+- ``load_unit_images``: unit_id, kind, items -> + images, swap_images, image_sha256, image_errors
+- ``ScoringActor``:     all of the above -> unit_id, kind, n_predictions, n_errors
+  (its real output is the committed shard; the rows are the driver's progress feed)
+
+A bad sample becomes an error row; a dead engine raises and stops the job.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import traceback
+import zlib
+from typing import Any
+
+import pyarrow as pa
+
+from vlm_eval import storage
+from vlm_eval.engines.base import ScoreRequest, ScoreResult, check_results
+from vlm_eval.errors import EngineError
+from vlm_eval.pipeline.layout import RunLayout
+from vlm_eval.schema import ERRORS, IMAGE, IMAGE_FREE_ABLATIONS, PREDICTIONS_FILE, conform
+
+log = logging.getLogger("vlm_eval.pipeline")
+
+
+# ---------------------------------------------------------------- stage 1: images
+
+
+def _encode_for_transport(loaded) -> bytes:
+    """PNG bytes of the decoded RGB image (lossless; decoded once more by the actor)."""
+    buf = io.BytesIO()
+    loaded.image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def load_unit_images(row: dict[str, Any], max_image_side: int) -> dict[str, Any]:
+    """Fetch and decode every image of an image unit; failures become error entries."""
+    from vlm_eval.datasets.images import ImageLoadError, load_image
+
+    items = json.loads(row["items"])
+    images: list[bytes | None] = []
+    swaps: list[bytes | None] = []
+    shas: list[str | None] = []
+    errors: list[dict] = []
+    if row["kind"] == "image":
+        cache: dict[str, Any] = {}
+
+        def fetch(uri: str):
+            if uri not in cache:
+                try:
+                    cache[uri] = load_image(uri, max_side=max_image_side)
+                except ImageLoadError as exc:
+                    cache[uri] = exc
+            return cache[uri]
+
+        for item in items:
+            got = fetch(item["image_uri"])
+            swap = fetch(item["swap_image_uri"]) if item.get("swap_image_uri") else None
+            if isinstance(got, Exception):
+                images.append(None), swaps.append(None), shas.append(None)
+                errors.append({"sample_id": item["sample_id"], "stage": "image",
+                               "error_type": got.error_type, "message": str(got)})
+                continue
+            if isinstance(swap, Exception):
+                errors.append({"sample_id": item["sample_id"], "stage": "image",
+                               "error_type": f"swap_{swap.error_type}", "message": str(swap)})
+                swap = None
+            images.append(_encode_for_transport(got))
+            swaps.append(_encode_for_transport(swap) if swap is not None else None)
+            shas.append(got.sha256)
+    return {**row, "images": images, "swap_images": swaps, "image_sha256": shas,
+            "image_errors": json.dumps(errors)}
+
+
+# ---------------------------------------------------------------- stage 2: scoring
+
+
+def _decode(data: bytes):
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return im.convert("RGB")
+
+
+def build_requests(row: dict[str, Any], system: str | None, ablations: list[str]) -> tuple[list[ScoreRequest], list[dict]]:
+    """Requests of one unit, and the prediction-row keys they fill (same order)."""
+    from vlm_eval.datasets.images import blank_like, noise_like
+
+    items = json.loads(row["items"])
+    requests: list[ScoreRequest] = []
+    keys: list[dict] = []
+    if row["kind"] == "text":
+        for it in items:
+            requests.append(ScoreRequest(prompt=it["prompt"], system=system))
+            keys.append({"sample_id": None, "variant": None, "condition": "text_only",
+                         "prompt_id": it["prompt_id"], "image_sha256": None})
+        return requests, keys
+    image_dependent = [a for a in ablations if a not in IMAGE_FREE_ABLATIONS]
+    for it, data, swap, sha in zip(items, row["images"], row["swap_images"], row["image_sha256"]):
+        if data is None:
+            continue  # image failed to load: already an error row
+        image = _decode(data)
+        views = [(IMAGE, image, sha)]
+        for ablation in image_dependent:
+            if ablation == "blank":
+                views.append((ablation, blank_like(image), f"blank-{image.width}x{image.height}"))
+            elif ablation == "noise":
+                seed = zlib.crc32(it["sample_id"].encode())
+                views.append((ablation, noise_like(image, seed), f"noise-{seed}-{image.width}x{image.height}"))
+            elif ablation == "swap" and swap is not None:
+                swap_img = _decode(swap)
+                views.append((ablation, swap_img, "swap-" + it["swap_image_uri"]))
+        for condition, img, uuid in views:
+            for variant, (prompt, pid) in enumerate(zip(it["prompts"], it["prompt_ids"])):
+                requests.append(ScoreRequest(prompt=prompt, system=system, image=img, image_uuid=uuid,
+                                             metadata={"sample_id": it["sample_id"], "variant": variant}))
+                keys.append({"sample_id": it["sample_id"], "variant": variant, "condition": condition,
+                             "prompt_id": pid, "image_sha256": sha})
+    return requests, keys
+
+
+def score_isolating_failures(engine, requests: list[ScoreRequest]) -> list[ScoreResult]:
+    """Score a batch; if the batch call raises, retry one by one to find the bad requests.
+
+    If every request fails on its own too, the engine itself is broken: EngineError.
+    """
+    if not requests:
+        return []
+    try:
+        return check_results(requests, engine.score(requests))
+    except Exception as batch_exc:  # noqa: BLE001 - isolate, then decide
+        batch_error = f"{type(batch_exc).__name__}: {batch_exc}"
+    results = []
+    for req in requests:
+        try:
+            results.extend(check_results([req], engine.score([req])))
+        except Exception as exc:  # noqa: BLE001
+            results.append(ScoreResult(logprobs={}, error=f"{type(exc).__name__}: {exc}"))
+    if all(r.error for r in results):
+        raise EngineError(f"engine failed on every request of the batch (dead engine?): {batch_error}")
+    return results
+
+
+def prediction_table(keys: list[dict], results: list[ScoreResult], options: tuple[str, str]) -> pa.Table:
+    yes, no = options
+    cols: dict[str, list] = {k: [key[k] for key in keys] for k in
+                             ("sample_id", "variant", "condition", "prompt_id", "image_sha256")}
+    cols["logprob_yes"] = [None if r.error else r.logprobs.get(yes) for r in results]
+    cols["logprob_no"] = [None if r.error else r.logprobs.get(no) for r in results]
+    cols["other_mass"] = [r.other_mass for r in results]
+    cols["error"] = [r.error for r in results]
+    return conform(pa.table(cols) if keys else PREDICTIONS_FILE.empty_table(), PREDICTIONS_FILE)
+
+
+class ScoringActor:
+    """Holds one engine for the actor's life; scores and commits one unit per call."""
+
+    def __init__(self, model: dict, run_url: str, system: str | None, ablations: list[str]):
+        from vlm_eval.engines.loader import load_engine
+
+        self.model = model
+        self.layout = RunLayout(run_url)
+        self.system = system
+        self.ablations = ablations
+        try:
+            self.engine = load_engine(model)
+        except Exception as exc:
+            # Construction failures are fatal for the job: say which model and why.
+            raise EngineError(f"engine for model {model['name']!r} failed to start: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+    def __call__(self, batch: pa.Table) -> dict[str, list]:
+        out: dict[str, list] = {"unit_id": [], "kind": [], "n_predictions": [], "n_errors": []}
+        for row in batch.to_pylist():
+            n_pred, n_err = self._score_unit(row)
+            out["unit_id"].append(row["unit_id"])
+            out["kind"].append(row["kind"])
+            out["n_predictions"].append(n_pred)
+            out["n_errors"].append(n_err)
+        return out
+
+    def _score_unit(self, row: dict) -> tuple[int, int]:
+        name = self.model["name"]
+        errors = json.loads(row.get("image_errors") or "[]")
+        try:
+            requests, keys = build_requests(row, self.system, self.ablations)
+        except Exception as exc:  # noqa: BLE001 - a bad unit must not kill the actor
+            log.error("unit %s: building requests failed: %s", row["unit_id"], traceback.format_exc(limit=3))
+            raise EngineError(f"unit {row['unit_id']}: cannot build requests: {exc}") from exc
+        results = score_isolating_failures(self.engine, requests)
+        table = prediction_table(keys, results, ("Yes", "No"))
+        if errors:
+            err = pa.table({k: [e.get(k) for e in errors] for k in ("sample_id", "stage", "error_type", "message")})
+            err = err.append_column("model", pa.array([name] * len(errors), pa.string()))
+            err = err.append_column("source", pa.array([row["unit_id"]] * len(errors), pa.string()))
+            storage.write_parquet_atomic(conform(err, ERRORS), self.layout.unit_errors_file(name, row["unit_id"]))
+        storage.write_parquet_atomic(table, self.layout.shard_file(name, row["unit_id"]))
+        return table.num_rows, len(errors)

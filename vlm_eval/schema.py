@@ -1,0 +1,90 @@
+"""Column names and Arrow schemas of every table a run writes (see CONTRACT.md).
+
+Hive partition keys (``model``) live in the folder name only, never in the files:
+the ``*_FILE`` schemas below are what a shard file holds.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+# Conditions: "image" plus ablations.
+IMAGE = "image"
+ABLATIONS = ("text_only", "blank", "noise", "swap")
+# Ablations that do not depend on the sample's image: stored once per prompt_id.
+IMAGE_FREE_ABLATIONS = ("text_only",)
+
+SAMPLES = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("dataset", pa.string()),
+        ("image_uri", pa.string()),
+        ("question_id", pa.string()),
+        ("question", pa.string()),
+        ("prompts", pa.list_(pa.string())),
+        ("label", pa.string()),
+        ("patient_id", pa.string()),
+        ("study_id", pa.string()),
+        ("finding", pa.string()),
+        ("split", pa.string()),
+        ("swap_image_uri", pa.string()),
+    ]
+)
+
+PREDICTIONS_FILE = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("variant", pa.int32()),
+        ("condition", pa.string()),
+        ("prompt_id", pa.string()),
+        ("logprob_yes", pa.float64()),
+        ("logprob_no", pa.float64()),
+        ("other_mass", pa.float64()),
+        ("image_sha256", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+PREDICTIONS = pa.schema([("model", pa.string())] + list(PREDICTIONS_FILE))
+
+ERRORS = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+        ("model", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+
+QUADRANT_COLUMNS = [
+    "model", "dataset", "sample_id", "patient_id", "finding", "label", "n_variants",
+    "prediction", "margin", "entropy", "correct", "consistent", "flips", "flip_rate",
+    "ablation", "ablated_prediction", "ablated_margin", "image_reliant", "margin_shift",
+    "ablation_agreement", "quadrant", "complete", "incomplete_reason",
+]
+
+QUADRANTS = ("Ideal", "Fragile", "Dangerous", "Worst")
+
+SUMMARY_COLUMNS = (
+    ["model", "dataset", "finding", "n", "n_incomplete", "n_errors"]
+    + [f"frac_{q.lower()}{s}" for q in QUADRANTS for s in ("", "_ci_low", "_ci_high")]
+    + ["flip_rate_question", "flip_rate_pair", "accuracy"]
+    + [f"accuracy_{q.lower()}" for q in QUADRANTS]
+    + [f"entropy_{q.lower()}" for q in QUADRANTS]
+    + ["ablation_agreement"]
+)
+
+
+def empty_table(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Select and cast ``table`` to ``schema``; missing columns become nulls."""
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            cols.append(table.column(f.name).cast(f.type))
+        else:
+            cols.append(pa.nulls(len(table), f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
