@@ -1,79 +1,21 @@
 """The real Ray pipeline with a scripted plug-in engine: planted quadrants come out exactly."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
-from vlm_eval.config import validate_job
+from planted import PROMPTS, make_job, write_case
 from vlm_eval.run import run_job
 
 pytestmark = pytest.mark.slow
 
-QUESTION = "Is there cardiomegaly?"
-PARAS = ["Is the heart enlarged?", "Does the cardiac silhouette appear enlarged?",
-         "Is cardiomegaly present in this image?"]
-PROMPTS = [QUESTION] + PARAS
-# Planted with-image margins per variant; text-only is always "no" (margin -2).
-PLANTS = {
-    "Ideal": [2, 2, 2, 2],        # consistent yes, text says no -> image-reliant
-    "Dangerous": [-2, -2, -2, -2],  # consistent no == text no -> not reliant
-    "Fragile": [2, 2, -2, 2],     # inconsistent, v0 yes != text no -> reliant
-    "Worst": [-2, 2, -2, -2],     # inconsistent, v0 no == text no -> not reliant
-}
-
-
-def _write_case(root, n_per_quadrant=3):
-    img_dir = root / "images"
-    img_dir.mkdir()
-    rng = np.random.default_rng(0)
-    rows, script, planted = [], {"with_image": {}, "text_only": {"*": -2.0}}, {}
-    i = 0
-    for quadrant, margins in PLANTS.items():
-        for _ in range(n_per_quadrant):
-            name = f"img{i:03d}.png"
-            Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8), "L").save(img_dir / name)
-            sha = hashlib.sha256((img_dir / name).read_bytes()).hexdigest()
-            script["with_image"][sha] = dict(zip(PROMPTS, map(float, margins)))
-            sid = f"s{i:03d}"
-            rows.append({"sample_id": sid, "image": name, "question": QUESTION, "paraphrases": json.dumps(PARAS),
-                         "label": "yes" if i % 2 else "no", "patient_id": f"p{i // 2}", "finding": "cardiomegaly"})
-            planted[sid] = quadrant
-            i += 1
-    # Bad inputs: a missing image and a label that is not yes/no -> errors/, job goes on.
-    rows.append({"sample_id": "missing", "image": "nope.png", "question": QUESTION, "paraphrases": json.dumps(PARAS),
-                 "label": "yes", "patient_id": "px", "finding": "cardiomegaly"})
-    rows.append({"sample_id": "badlabel", "image": "img000.png", "question": QUESTION,
-                 "paraphrases": json.dumps(PARAS), "label": "maybe", "patient_id": "py", "finding": "cardiomegaly"})
-    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
-    (root / "script.json").write_text(json.dumps(script))
-    return planted
-
-
-def _job(root, **over):
-    data = {
-        "name": "planted",
-        "run_id": "planted-1",
-        "output": str(root / "runs"),
-        "dataset": {"adapter": "manifest", "manifest": str(root / "manifest.csv"), "images": str(root / "images")},
-        "prompts": {"paraphrases": 3},
-        "models": [{"name": "scripted", "engine": "vlm_eval.engines.scripted:ScriptedEngine",
-                    "options": {"script": str(root / "script.json")}}],
-        "resources": {"actors": 1, "gpus_per_actor": 0, "batch_size": 4},
-        "failure": {"max_error_fraction": 0.5},
-    }
-    data.update(over)
-    return validate_job(data)
-
 
 def test_planted_quadrants_exact(tmp_path, ray_local):
-    planted = _write_case(tmp_path)
-    result = run_job(_job(tmp_path))
+    planted = write_case(tmp_path)
+    result = run_job(make_job(tmp_path))
     run = tmp_path / "runs" / "planted-1"
     quads = pd.read_parquet(run / "quadrants")
     assert "model" in quads and set(quads["model"].astype(str)) == {"scripted"}
@@ -99,13 +41,13 @@ def test_planted_quadrants_exact(tmp_path, ray_local):
 
 
 def test_rerun_same_run_id_redoes_nothing(tmp_path, ray_local):
-    _write_case(tmp_path, n_per_quadrant=2)
-    run_job(_job(tmp_path))
+    write_case(tmp_path, n_per_quadrant=2)
+    run_job(make_job(tmp_path))
     run = tmp_path / "runs" / "planted-1"
     shards = sorted(p.name for p in (run / "predictions" / "model=scripted").iterdir())
     before = pd.read_parquet(run / "quadrants").sort_values("sample_id").reset_index(drop=True)
     mtimes = {p: os.stat(run / "predictions" / "model=scripted" / p).st_mtime_ns for p in shards}
-    result = run_job(_job(tmp_path))
+    result = run_job(make_job(tmp_path))
     assert result.counts["models"]["scripted"]["units_scored"] == 0
     assert {p: os.stat(run / "predictions" / "model=scripted" / p).st_mtime_ns for p in shards} == mtimes
     after = pd.read_parquet(run / "quadrants").sort_values("sample_id").reset_index(drop=True)
@@ -113,10 +55,46 @@ def test_rerun_same_run_id_redoes_nothing(tmp_path, ray_local):
 
 
 def test_dead_engine_stops_the_job_with_its_cause(tmp_path, ray_local):
-    _write_case(tmp_path, n_per_quadrant=1)
-    job = _job(tmp_path, models=[{"name": "dead", "engine": "scripted", "options": {"dead": True}}])
+    write_case(tmp_path, n_per_quadrant=1)
+    job = make_job(tmp_path, models=[{"name": "dead", "engine": "scripted", "options": {"dead": True}}])
     with pytest.raises(Exception) as info:
         run_job(job)
     assert "dead" in str(info.value)
     record = json.loads((tmp_path / "runs" / "planted-1" / "run.json").read_text())
     assert record["status"] == "failed"
+
+
+def test_error_budget_exceeded_exits_nonzero_but_writes_tables(tmp_path, ray_local, capsys):
+    from vlm_eval.cli import main
+
+    write_case(tmp_path, n_per_quadrant=1)  # 4 good samples + 2 bad rows = 33% errors
+    job_file = tmp_path / "job.yaml"
+    import yaml
+
+    data = make_job(tmp_path).model_dump(mode="json")
+    data["failure"]["max_error_fraction"] = 0.1
+    job_file.write_text(yaml.safe_dump(data))
+    code = main(["run", str(job_file)])
+    err = capsys.readouterr().err
+    assert code == 1 and "max_error_fraction" in err and "Traceback" not in err
+    run = tmp_path / "runs" / "planted-1"
+    assert json.loads((run / "run.json").read_text())["status"] == "failed_errors"
+    assert len(pd.read_parquet(run / "quadrants")) == 4
+
+
+def test_planted_secret_never_reaches_outputs(tmp_path, ray_local, monkeypatch, capfd):
+    secret = "PLANTEDsecret0123456789abcdefXYZ"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("HF_TOKEN", secret)
+    write_case(tmp_path, n_per_quadrant=1)
+    job = make_job(tmp_path, models=[{"name": "scripted", "engine": "scripted",
+                                      "options": {"script": str(tmp_path / "script.json"), "api_token": secret}}])
+    run_job(job)
+    out, err = capfd.readouterr()
+    assert secret not in out + err
+    run = tmp_path / "runs" / "planted-1"
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), f"secret leaked into {path}"
+    record = json.loads((run / "run.json").read_text())
+    assert record["job"]["models"][0]["options"]["api_token"] == "<redacted>"
