@@ -98,6 +98,13 @@ class FailureConfig(_Strict):
     """The run fails (non-zero exit) if errored samples exceed this share of inputs."""
 
 
+class CacheConfig(_Strict):
+    enabled: bool = True
+    """Reuse scores of earlier runs for unchanged (model, prompt, image, condition)."""
+    url: str | None = None
+    """Where cached scores live (default: OUTPUT/_cache, shared by the runs of OUTPUT)."""
+
+
 class Job(_Strict):
     name: str
     """Job name; run_id defaults to NAME-YYYYmmdd-HHMMSS."""
@@ -119,6 +126,8 @@ class Job(_Strict):
     """Ray resources."""
     failure: FailureConfig = Field(default_factory=FailureConfig)
     """Failure policy."""
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    """Prediction cache for incremental (e.g. nightly) runs."""
 
     @field_validator("name", "run_id")
     @classmethod

@@ -108,12 +108,14 @@ def run_job(job: Job, *, progress: Callable[[str, int, int], None] | None = None
     started = ensure_ray(job.resources.ray_address) if units else False
     try:
         counts["models"] = {}
+        cache_url = (job.cache.url or storage.join(job.output, "_cache")) if job.cache.enabled else None
         for model in job.models:
-            st = score_model(job, model, units, run_url, progress=progress)
+            st = score_model(job, model, units, run_url, progress=progress, cache_url=cache_url, run_id=run_id)
             counts["models"][model.name] = {
                 "units": st.units_total, "units_skipped": st.units_skipped,
                 "units_scored": st.units_scored, "predictions_written": st.predictions,
-                "image_errors": st.errors, "seconds": round(st.seconds, 2),
+                "image_errors": st.errors, "requests_scored": st.scored, "requests_cached": st.cached,
+                "seconds": round(st.seconds, 2),
             }
     except BaseException as exc:
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=now_iso())

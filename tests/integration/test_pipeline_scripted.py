@@ -98,3 +98,37 @@ def test_planted_secret_never_reaches_outputs(tmp_path, ray_local, monkeypatch, 
             assert secret.encode() not in path.read_bytes(), f"secret leaked into {path}"
     record = json.loads((run / "run.json").read_text())
     assert record["job"]["models"][0]["options"]["api_token"] == "<redacted>"
+
+
+def test_nightly_rerun_reuses_cached_predictions_and_scores_only_new(tmp_path, ray_local):
+    from planted import PLANTS
+
+    planted = write_case(tmp_path, n_per_quadrant=2)
+    first = run_job(make_job(tmp_path, run_id="night-1"))
+    n_requests = first.counts["models"]["scripted"]["requests_scored"]
+    assert first.counts["models"]["scripted"]["requests_cached"] == 0
+    # Tonight the manifest has 2 new samples (new images); the rest is unchanged.
+    import numpy as np
+    from PIL import Image
+    import hashlib
+
+    manifest = pd.read_csv(tmp_path / "manifest.csv")
+    script = json.loads((tmp_path / "script.json").read_text())
+    new_rows = []
+    for k in range(2):
+        name = f"new{k}.png"
+        Image.fromarray(np.full((32, 32), 40 + k, np.uint8), "L").save(tmp_path / "images" / name)
+        sha = hashlib.sha256((tmp_path / "images" / name).read_bytes()).hexdigest()
+        script["with_image"][sha] = dict(zip(PROMPTS, map(float, PLANTS["Ideal"])))
+        row = manifest.iloc[0].to_dict()
+        row.update(sample_id=f"new{k}", image=name)
+        new_rows.append(row)
+    pd.concat([manifest, pd.DataFrame(new_rows)]).to_csv(tmp_path / "manifest.csv", index=False)
+    (tmp_path / "script.json").write_text(json.dumps(script))
+    second = run_job(make_job(tmp_path, run_id="night-2"))
+    counts = second.counts["models"]["scripted"]
+    # Only the new samples' image prompts are scored; text-only prompts are all cached.
+    assert counts["requests_scored"] == 2 * len(PROMPTS)
+    assert counts["requests_cached"] == n_requests
+    quads = pd.read_parquet(tmp_path / "runs" / "night-2" / "quadrants")
+    assert dict(zip(quads["sample_id"], quads["quadrant"])) == {**planted, "new0": "Ideal", "new1": "Ideal"}

@@ -1,8 +1,8 @@
 """The two Ray Data stages: image loading (CPU tasks) and scoring (engine actors).
 
 Stage contracts (columns read -> written):
-- ``load_unit_images``: unit_id, kind, items -> + images, swap_images, image_sha256, image_errors
-- ``ScoringActor``:     all of the above -> unit_id, kind, n_predictions, n_errors
+- ``load_unit_images``: unit_id, kind, items -> + images, swap_images, image_sha256, swap_sha256, image_errors
+- ``ScoringActor``:     all of the above -> unit_id, kind, n_predictions, n_errors, n_scored, n_cached
   (its real output is the committed shard; the rows are the driver's progress feed)
 
 A bad sample becomes an error row; a dead engine raises and stops the job.
@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from vlm_eval import storage
+from vlm_eval.pipeline import cache
 from vlm_eval.engines.base import ScoreRequest, ScoreResult, check_results
 from vlm_eval.errors import EngineError
 from vlm_eval.pipeline.layout import RunLayout
@@ -45,6 +46,7 @@ def load_unit_images(row: dict[str, Any], max_image_side: int) -> dict[str, Any]
     images: list[bytes | None] = []
     swaps: list[bytes | None] = []
     shas: list[str | None] = []
+    swap_shas: list[str | None] = []
     errors: list[dict] = []
     if row["kind"] == "image":
         cache: dict[str, Any] = {}
@@ -61,7 +63,7 @@ def load_unit_images(row: dict[str, Any], max_image_side: int) -> dict[str, Any]
             got = fetch(item["image_uri"])
             swap = fetch(item["swap_image_uri"]) if item.get("swap_image_uri") else None
             if isinstance(got, Exception):
-                images.append(None), swaps.append(None), shas.append(None)
+                images.append(None), swaps.append(None), shas.append(None), swap_shas.append(None)
                 errors.append({"sample_id": item["sample_id"], "stage": "image",
                                "error_type": got.error_type, "message": str(got)})
                 continue
@@ -72,7 +74,8 @@ def load_unit_images(row: dict[str, Any], max_image_side: int) -> dict[str, Any]
             images.append(_encode_for_transport(got))
             swaps.append(_encode_for_transport(swap) if swap is not None else None)
             shas.append(got.sha256)
-    return {**row, "images": images, "swap_images": swaps, "image_sha256": shas,
+            swap_shas.append(swap.sha256 if swap is not None else None)
+    return {**row, "images": images, "swap_images": swaps, "image_sha256": shas, "swap_sha256": swap_shas,
             "image_errors": json.dumps(errors)}
 
 
@@ -100,7 +103,8 @@ def build_requests(row: dict[str, Any], system: str | None, ablations: list[str]
                          "prompt_id": it["prompt_id"], "image_sha256": None})
         return requests, keys
     image_dependent = [a for a in ablations if a not in IMAGE_FREE_ABLATIONS]
-    for it, data, swap, sha in zip(items, row["images"], row["swap_images"], row["image_sha256"]):
+    for it, data, swap, sha, swap_sha in zip(items, row["images"], row["swap_images"], row["image_sha256"],
+                                             row["swap_sha256"]):
         if data is None:
             continue  # image failed to load: already an error row
         image = _decode(data)
@@ -113,7 +117,7 @@ def build_requests(row: dict[str, Any], system: str | None, ablations: list[str]
                 views.append((ablation, noise_like(image, seed), f"noise-{seed}-{image.width}x{image.height}"))
             elif ablation == "swap" and swap is not None:
                 swap_img = _decode(swap)
-                views.append((ablation, swap_img, "swap-" + it["swap_image_uri"]))
+                views.append((ablation, swap_img, swap_sha))
         for condition, img, uuid in views:
             for variant, (prompt, pid) in enumerate(zip(it["prompts"], it["prompt_ids"])):
                 requests.append(ScoreRequest(prompt=prompt, system=system, image=img, image_uuid=uuid,
@@ -159,13 +163,18 @@ def prediction_table(keys: list[dict], results: list[ScoreResult], options: tupl
 class ScoringActor:
     """Holds one engine for the actor's life; scores and commits one unit per call."""
 
-    def __init__(self, model: dict, run_url: str, system: str | None, ablations: list[str]):
+    def __init__(self, model: dict, run_url: str, system: str | None, ablations: list[str],
+                 cache_url: str | None = None, run_id: str = "run"):
         from vlm_eval.engines.loader import load_engine
 
         self.model = model
         self.layout = RunLayout(run_url)
         self.system = system
         self.ablations = ablations
+        self.run_id = run_id
+        self.cache_url = cache_url
+        self.model_key = cache.model_key(model)
+        self.cached = cache.load(cache_url, self.model_key) if cache_url else {}
         try:
             self.engine = load_engine(model)
         except Exception as exc:
@@ -174,16 +183,35 @@ class ScoringActor:
                               f"{type(exc).__name__}: {exc}") from exc
 
     def __call__(self, batch: pa.Table) -> dict[str, list]:
-        out: dict[str, list] = {"unit_id": [], "kind": [], "n_predictions": [], "n_errors": []}
+        out: dict[str, list] = {k: [] for k in ("unit_id", "kind", "n_predictions", "n_errors",
+                                                 "n_scored", "n_cached")}
         for row in batch.to_pylist():
-            n_pred, n_err = self._score_unit(row)
+            counts = self._score_unit(row)
             out["unit_id"].append(row["unit_id"])
             out["kind"].append(row["kind"])
-            out["n_predictions"].append(n_pred)
-            out["n_errors"].append(n_err)
+            for k, v in counts.items():
+                out[k].append(v)
         return out
 
-    def _score_unit(self, row: dict) -> tuple[int, int]:
+    def _score_with_cache(self, requests: list[ScoreRequest], keys: list[dict]):
+        """(results, n_cached, keys of the misses, their fresh results).
+
+        Cached results where the cache has them; the engine scores the rest.
+        """
+        if not self.cache_url:
+            fresh = score_isolating_failures(self.engine, requests)
+            return fresh, 0, [], fresh
+        ckeys = [cache.request_key(self.model_key, r, k["condition"]) for r, k in zip(requests, keys)]
+        results: list[ScoreResult | None] = [
+            cache.hit_result(self.cached[c], r) if c in self.cached else None for r, c in zip(requests, ckeys)
+        ]
+        miss = [i for i, r in enumerate(results) if r is None]
+        fresh = score_isolating_failures(self.engine, [requests[i] for i in miss])
+        for i, res in zip(miss, fresh):
+            results[i] = res
+        return results, len(requests) - len(miss), [ckeys[i] for i in miss], fresh
+
+    def _score_unit(self, row: dict) -> dict[str, int]:
         name = self.model["name"]
         errors = json.loads(row.get("image_errors") or "[]")
         try:
@@ -191,7 +219,7 @@ class ScoringActor:
         except Exception as exc:  # noqa: BLE001 - a bad unit must not kill the actor
             log.error("unit %s: building requests failed: %s", row["unit_id"], traceback.format_exc(limit=3))
             raise EngineError(f"unit {row['unit_id']}: cannot build requests: {exc}") from exc
-        results = score_isolating_failures(self.engine, requests)
+        results, n_cached, miss_keys, fresh = self._score_with_cache(requests, keys)
         table = prediction_table(keys, results, ("Yes", "No"))
         if errors:
             err = pa.table({k: [e.get(k) for e in errors] for k in ("sample_id", "stage", "error_type", "message")})
@@ -199,4 +227,8 @@ class ScoringActor:
             err = err.append_column("source", pa.array([row["unit_id"]] * len(errors), pa.string()))
             storage.write_parquet_atomic(conform(err, ERRORS), self.layout.unit_errors_file(name, row["unit_id"]))
         storage.write_parquet_atomic(table, self.layout.shard_file(name, row["unit_id"]))
-        return table.num_rows, len(errors)
+        if self.cache_url and miss_keys:
+            cache.write_entries(self.cache_url, self.model_key, f"{self.run_id}-{name}-{row['unit_id']}",
+                                miss_keys, fresh, ("Yes", "No"))
+        return {"n_predictions": table.num_rows, "n_errors": len(errors),
+                "n_scored": len(requests) - n_cached, "n_cached": n_cached}

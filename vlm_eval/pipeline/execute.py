@@ -22,12 +22,14 @@ class ModelRunStats:
     units_scored: int = 0
     predictions: int = 0
     errors: int = 0
+    scored: int = 0
+    cached: int = 0
     seconds: float = 0.0
     by_kind: dict = field(default_factory=dict)
 
 
 def score_model(job: Job, model: ModelConfig, units: list[WorkUnit], run_url: str,
-                progress=None) -> ModelRunStats:
+                progress=None, cache_url: str | None = None, run_id: str = "run") -> ModelRunStats:
     """Score every uncommitted unit of ``model``. Raises if the engine dies."""
     import ray.data
 
@@ -49,6 +51,8 @@ def score_model(job: Job, model: ModelConfig, units: list[WorkUnit], run_url: st
             "run_url": run_url,
             "system": job.prompts.system,
             "ablations": job.ablations,
+            "cache_url": cache_url,
+            "run_id": run_id,
         },
         batch_size=1,
         batch_format="pyarrow",
@@ -61,6 +65,8 @@ def score_model(job: Job, model: ModelConfig, units: list[WorkUnit], run_url: st
         stats.units_scored += 1
         stats.predictions += int(row["n_predictions"])
         stats.errors += int(row["n_errors"])
+        stats.scored += int(row["n_scored"])
+        stats.cached += int(row["n_cached"])
         if progress:
             progress(model.name, stats.units_skipped + stats.units_scored, len(units))
     stats.seconds = time.perf_counter() - t0
