@@ -87,7 +87,8 @@ def test_driver_killed_then_resumed_gives_identical_tables(tmp_path):
     assert not preds.duplicated(["sample_id", "variant", "condition", "prompt_id"]).any()
 
     # The same job, uninterrupted, into a fresh run folder: identical tables.
-    fresh = subprocess.run([sys.executable, "-m", "vlm_eval", "run", str(job_file), "--set", "run_id=fresh"],
+    fresh = subprocess.run([sys.executable, "-m", "vlm_eval", "run", str(job_file), "--set", "run_id=fresh",
+                            "--set", "cache.enabled=false"],
                            env=env, capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     q_fresh, s_fresh = _tables(tmp_path / "runs" / "fresh")
