@@ -1,0 +1,36 @@
+"""`vlm-eval demo`: the whole job on the built-in data and tiny model, every contract table."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from vlm_eval.cli import main
+from vlm_eval.schema import QUADRANT_COLUMNS, SUMMARY_COLUMNS
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_writes_a_complete_run_folder(tmp_path, vlm_cache, ray_local, capsys):
+    pytest.importorskip("transformers")
+    assert main(["demo", "--output", str(tmp_path), "--samples", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "UNTRAINED" in out and "demo run folder" in out
+    runs = list(tmp_path.iterdir())
+    assert len(runs) == 1
+    run = runs[0]
+    for rel in ("run.json", "samples", "predictions/model=tiny-gemma3", "quadrants/model=tiny-gemma3",
+                "summary.parquet", "summary.json", "report.html"):
+        assert (run / rel).exists(), rel
+    quads = pd.read_parquet(run / "quadrants")
+    assert set(QUADRANT_COLUMNS) - {"incomplete_reason"} <= set(quads.columns)
+    assert len(quads) == 12 and quads["complete"].all()
+    assert set(quads["quadrant"]) <= {"Ideal", "Fragile", "Dangerous", "Worst"}
+    summary = pd.read_parquet(run / "summary.parquet")
+    assert set(SUMMARY_COLUMNS) <= set(summary.columns)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "succeeded" and record["versions"]["transformers"]
+    # The model really produced log-probabilities (not constants).
+    preds = pd.read_parquet(run / "predictions")
+    assert preds["error"].isna().all() and preds["logprob_yes"].nunique() > 5
