@@ -44,7 +44,7 @@ def demo_job(output: str, n_samples: int) -> Job:
             "prompts": {"set": "cxr-binary-v1", "paraphrases": 5},
             "conditions": ["image", "text_only"],
             "models": [{"name": "tiny-gemma3", "engine": "transformers", "path": DEMO_MODEL,
-                        "options": {"device": "cpu", "dtype": "float32"}}],
+                        "options": {"device": "cpu", "dtype": "float32", "cpu_threads": 1}}],
             "resources": {"actors": 1, "gpus_per_actor": 0, "cpus_per_actor": 1, "batch_size": 8},
             "failure": {"max_error_fraction": 0.0},
         },

@@ -1,0 +1,213 @@
+"""The transformers engine: batched next-token scoring with Hugging Face models.
+
+One forward pass per batch of prompts (left-padded), logits at the last position
+only, log-softmax, then log-sum-exp over each option's single-token spellings.
+Works on CPU and GPU; the reference implementation the vLLM engine is checked
+against. torch and transformers are imported when the engine is built.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import shutil
+import tempfile
+from typing import Any, Mapping
+
+from vlm_eval.engines.base import ScoreRequest, ScoreResult
+from vlm_eval.engines.prompting import answer_token_ids, check_processor, option_logprobs, render_prompt
+from vlm_eval.errors import EngineError, InputError, MissingDependencyError, UserError
+
+KNOWN_OPTIONS = ("dtype", "device", "max_batch_size", "attn_implementation", "cpu_threads")
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def localize(path: str, what: str = "model") -> str:
+    """A local folder for ``path``: itself if local, else a cached copy made with fsspec.
+
+    Remote folders are copied once into ``<cache>/remote/<hash>`` (atomically:
+    a temp folder renamed into place), so each actor reads local files.
+    """
+    from vlm_eval import storage
+
+    if not storage.is_url(path):
+        local = path[len("file://"):] if path.startswith("file://") else path
+        local = os.path.expanduser(local)
+        if not os.path.isdir(local):
+            raise InputError(f"{what} path {path!r} does not exist or is not a folder")
+        return local
+    from vlm_eval.models.tiny import cache_dir
+
+    fs, root = storage.filesystem(path)
+    target = os.path.join(cache_dir(), "remote", hashlib.sha256(path.encode()).hexdigest()[:16])
+    if os.path.isfile(os.path.join(target, ".complete")):
+        return target
+    if not fs.isdir(root):
+        raise InputError(f"{what} path {path!r} does not exist or is not a folder")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".download-", dir=os.path.dirname(target))
+    try:
+        root = root.rstrip("/")
+        for remote in fs.find(root):
+            rel = remote[len(root):].lstrip("/")
+            dest = os.path.join(tmp, rel)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            fs.get_file(remote, dest)
+        open(os.path.join(tmp, ".complete"), "w").close()
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier copy
+        os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class TransformersEngine:
+    """Scores requests with ``AutoModelForImageTextToText`` (+ ``AutoProcessor``).
+
+    Built from a job's model entry: ``{"name", "engine", "path", "revision",
+    "lora", "options"}``. Options: ``dtype`` (auto | float32 | bfloat16 |
+    float16), ``device`` (auto = cuda if available else cpu), ``max_batch_size``
+    (prompts per forward pass, default 16), ``attn_implementation``, ``cpu_threads``
+    (torch.set_num_threads for this process; 1 is much faster for tiny models on a
+    busy machine, where torch's spinning thread pool can slow a forward 10-100x).
+    """
+
+    def __init__(self, model: Mapping[str, Any]):
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        name = model.get("name", "model")
+        opts = dict(model.get("options") or {})
+        unknown = sorted(set(opts) - set(KNOWN_OPTIONS))
+        if unknown:
+            raise UserError(f"model {name!r}: unknown transformers engine option(s) {unknown}; "
+                            f"known: {list(KNOWN_OPTIONS)}")
+        dtype = str(opts.get("dtype", "auto"))
+        if dtype not in _DTYPES:
+            raise UserError(f"model {name!r}: options.dtype must be one of {list(_DTYPES)}, not {dtype!r}")
+        device = str(opts.get("device", "auto"))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.max_batch_size = int(opts.get("max_batch_size", 16))
+        if self.max_batch_size < 1:
+            raise UserError(f"model {name!r}: options.max_batch_size must be >= 1")
+        if not model.get("path"):
+            raise UserError(f"model {name!r}: the transformers engine needs 'path' (a model folder or URL)")
+
+        if opts.get("cpu_threads"):
+            torch.set_num_threads(int(opts["cpu_threads"]))
+        local = localize(str(model["path"]), f"model {name!r}")
+        load_kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
+        if opts.get("attn_implementation"):
+            load_kwargs["attn_implementation"] = opts["attn_implementation"]
+        try:
+            self.processor = AutoProcessor.from_pretrained(local)
+            net = AutoModelForImageTextToText.from_pretrained(local, **load_kwargs)
+        except (OSError, ValueError, KeyError) as exc:
+            raise EngineError(f"model {name!r}: cannot load {model['path']!r} with transformers: "
+                              f"{_error_text(exc)}") from exc
+        check_processor(self.processor)
+        if model.get("lora"):
+            net = _with_lora(net, localize(str(model["lora"]), f"model {name!r} lora"))
+        self.model = net.to(device).eval()
+        self.device = torch.device(device)
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.tokenizer.padding_side = "left"  # so the answer position is the last one for every row
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        params = inspect.signature(self.model.forward).parameters
+        # Only the last position's logits: full-vocab logits for every token would
+        # cost batch x length x vocab memory (vocab is 262k for Gemma 3).
+        self._logits_to_keep = "logits_to_keep" in params
+        self._pass_positions = "position_ids" in params
+        self._ids_cache: dict[tuple[str, ...], dict[str, list[int]]] = {}
+
+    # ---- public -------------------------------------------------------------
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        """Score each request; a request that fails alone becomes an error result."""
+        import torch
+
+        results: list[ScoreResult | None] = [None] * len(requests)
+        prepared: dict[int, tuple[str, dict[str, list[int]]]] = {}
+        for i, req in enumerate(requests):
+            try:
+                prepared[i] = self._prepare(req)
+            except Exception as exc:  # noqa: BLE001 - one bad request must not stop the batch
+                results[i] = ScoreResult(logprobs={}, error=_error_text(exc))
+        # Processors treat image and text-only prompts differently: separate batches.
+        groups = [[i for i in prepared if requests[i].image is not None],
+                  [i for i in prepared if requests[i].image is None]]
+        with torch.inference_mode():
+            for group in groups:
+                for start in range(0, len(group), self.max_batch_size):
+                    chunk = group[start:start + self.max_batch_size]
+                    self._score_chunk(chunk, requests, prepared, results)
+        return [r if r is not None else ScoreResult(logprobs={}, error="EngineError: not scored")
+                for r in results]
+
+    # ---- internals ----------------------------------------------------------
+    def _prepare(self, req: ScoreRequest) -> tuple[str, dict[str, list[int]]]:
+        from PIL import Image
+
+        if req.image is not None and not isinstance(req.image, Image.Image):
+            raise TypeError(f"image must be a PIL.Image.Image, not {type(req.image).__name__}")
+        options = tuple(req.options)
+        if options not in self._ids_cache:
+            self._ids_cache[options] = answer_token_ids(self.tokenizer, options)
+        return render_prompt(self.processor, req), self._ids_cache[options]
+
+    def _score_chunk(self, chunk, requests, prepared, results) -> None:
+        try:
+            logprobs = self._forward([prepared[i][0] for i in chunk], [requests[i].image for i in chunk])
+        except Exception as exc:  # noqa: BLE001
+            if len(chunk) == 1:
+                results[chunk[0]] = ScoreResult(logprobs={}, error=_error_text(exc))
+                return
+            for i in chunk:  # isolate the bad request(s): retry one by one
+                self._score_chunk([i], requests, prepared, results)
+            return
+        for row, i in enumerate(chunk):
+            vec = logprobs[row]
+            ids_by_option = prepared[i][1]
+            wanted = {t: float(vec[t]) for ids in ids_by_option.values() for t in ids}
+            scores, other = option_logprobs(wanted, ids_by_option)
+            top = int(vec.argmax())
+            results[i] = ScoreResult(logprobs=scores, text=self.tokenizer.decode([top]), other_mass=other)
+
+    def _forward(self, texts: list[str], images: list[Any]) -> Any:
+        """Log-softmax of the next-token logits at the last position: (len(texts), vocab) on CPU."""
+        import torch
+
+        bos = getattr(self.tokenizer, "bos_token", None)
+        # Templates that start with BOS already carry it (same rule as transformers).
+        add_special = not (bos and all(t.startswith(bos) for t in texts))
+        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True,
+                                  "add_special_tokens": add_special}
+        if images[0] is not None:
+            kwargs["images"] = [[img] for img in images]  # one image per prompt
+        inputs = self.processor(**kwargs)
+        dtype = self.model.dtype
+        inputs = {k: (v.to(self.device, dtype) if torch.is_floating_point(v) else v.to(self.device))
+                  for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        extra: dict[str, Any] = {}
+        if self._logits_to_keep:
+            extra["logits_to_keep"] = 1
+        if self._pass_positions and "attention_mask" in inputs:
+            # Positions count real tokens only, so a left-padded row sees the same
+            # positions as when scored alone.
+            extra["position_ids"] = (inputs["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(**inputs, **extra).logits[:, -1, :]
+        return torch.log_softmax(logits.float(), dim=-1).cpu()
+
+
+def _with_lora(net: Any, adapter: str) -> Any:
+    """Wrap ``net`` with a PEFT LoRA adapter (peft is optional)."""
+    try:
+        from peft import PeftModel
+    except ImportError as exc:
+        raise MissingDependencyError("peft (needed for 'lora')", "pip install peft") from exc
+    return PeftModel.from_pretrained(net, adapter)

