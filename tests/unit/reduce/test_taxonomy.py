@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import logprobs, preds, preds_frame, sample, samples_frame
+from reduce_builders import logprobs, preds, preds_frame, sample, samples_frame
 from vlm_eval.config import TaxonomyConfig
 from vlm_eval.reduce import deduped_predictions, entropy_bits, margin, prediction, quadrant_table
 

@@ -1,0 +1,248 @@
+"""Per-prompt and per-sample metrics of the method (CONTRACT.md, "The method").
+
+Hamilton style: each function returns the table or column it is named after and
+takes the tables it needs. Everything is vectorised (numpy / pandas groupby).
+
+Decisions made here (documented in the README's method section too):
+
+- prediction = 'yes' iff margin > 0, so a tie (margin == 0) is 'no'.
+- ``majority`` reliance: the vote over variants is 'yes' iff strictly more than half
+  of the variants say 'yes'; a tie votes 'no' (the same convention as margin == 0).
+- margin_shift = with-image margin - ablated margin, both of variant 0.
+- A row that has an ``error`` or a null log-probability is not a usable prediction.
+- Only complete rows get consistent / flips / flip_rate / image_reliant /
+  ablation_agreement / quadrant; incomplete rows keep variant 0's prediction, margin
+  and ablated values where they exist, and say why in ``incomplete_reason``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from vlm_eval.config import TaxonomyConfig
+from vlm_eval.reduce.tables import usable
+from vlm_eval.schema import IMAGE
+
+_LN2 = np.log(2.0)
+
+
+def margin(logprob_yes, logprob_no) -> np.ndarray:
+    """m = logprob_yes - logprob_no."""
+    return np.asarray(logprob_yes, dtype=float) - np.asarray(logprob_no, dtype=float)
+
+
+def prediction(m) -> np.ndarray:
+    """'yes' where m > 0 else 'no' (a tie is 'no'); None where m is NaN."""
+    m = np.asarray(m, dtype=float)
+    out = np.where(m > 0, "yes", "no").astype(object)
+    out[np.isnan(m)] = None
+    return out
+
+
+def entropy_bits(m) -> np.ndarray:
+    """Binary entropy (bits) of softmax([lp_yes, lp_no]) = sigmoid(m); stable for any m."""
+    m = np.asarray(m, dtype=float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        log_p = -np.logaddexp(0.0, -m)
+        log_q = -np.logaddexp(0.0, m)
+        p, q = np.exp(log_p), np.exp(log_q)
+        h = -(np.where(p > 0, p * log_p, 0.0) + np.where(q > 0, q * log_q, 0.0)) / _LN2
+    return np.where(np.isnan(m), np.nan, np.clip(h, 0.0, 1.0))
+
+
+def scored_predictions(preds: pd.DataFrame) -> pd.DataFrame:
+    """Prediction rows plus ok, margin, yes (bool), entropy; unusable rows get NaN/False."""
+    ok = usable(preds).to_numpy()
+    m = np.where(ok, margin(preds["logprob_yes"], preds["logprob_no"]), np.nan)
+    return preds.assign(ok=ok, margin=m, yes=m > 0, entropy=entropy_bits(m))
+
+
+def variant_grid(samples: pd.DataFrame) -> pd.DataFrame:
+    """One row per expected (sample_id, variant): variants 0..n_variants-1."""
+    n = samples["n_variants"].to_numpy(dtype=np.int64)
+    sid = np.repeat(samples["sample_id"].to_numpy(dtype=object), n)
+    variant = np.arange(n.sum(), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+    return pd.DataFrame({"sample_id": sid, "variant": variant})
+
+
+def _side(rows: pd.DataFrame, prefix: str, keys: list[str]) -> pd.DataFrame:
+    cols = {"ok": "ok", "margin": "margin", "yes": "yes", "entropy": "entropy", "error": "error"}
+    out = rows[keys + list(cols)].rename(columns={c: f"{prefix}_{c}" for c in cols})
+    return out.assign(**{f"{prefix}_present": True})
+
+
+def image_side(scored: pd.DataFrame) -> pd.DataFrame:
+    """With-image rows keyed (sample_id, variant), with the prompt_id used for joins."""
+    rows = scored[(scored["condition"] == IMAGE) & scored["sample_id"].notna() & scored["variant"].notna()]
+    rows = rows.assign(variant=rows["variant"].astype("int64"))
+    side = _side(rows, "img", ["sample_id", "variant"])
+    return side.assign(prompt_id=rows["prompt_id"].to_numpy())
+
+
+def ablated_side(scored: pd.DataFrame, grid_with_image: pd.DataFrame, ablation: str) -> pd.DataFrame:
+    """Ablated rows aligned to grid_with_image's (sample_id, variant) rows.
+
+    A row stored for the sample (sample_id, variant set) wins; otherwise an
+    image-free row stored once per prompt_id (sample_id null) joins through the
+    prompt_id of the sample's with-image row.
+    """
+    rows = scored[scored["condition"] == ablation]
+    own = rows[rows["sample_id"].notna() & rows["variant"].notna()]
+    own = _side(own.assign(variant=own["variant"].astype("int64")), "abl", ["sample_id", "variant"])
+    shared = rows[rows["sample_id"].isna() & rows["prompt_id"].notna()].sort_values("ok", ascending=False, kind="mergesort")
+    shared = _side(shared.drop_duplicates("prompt_id"), "abl", ["prompt_id"])
+    keys = grid_with_image[["sample_id", "variant", "prompt_id"]]
+    a = keys.merge(own, on=["sample_id", "variant"], how="left")
+    b = keys.merge(shared, on="prompt_id", how="left")
+    use_own = a["abl_present"].eq(True).to_numpy()
+    cols = [c for c in a.columns if c.startswith("abl_")]
+    out = pd.DataFrame({c: np.where(use_own, a[c].to_numpy(dtype=object), b[c].to_numpy(dtype=object)) for c in cols})
+    return pd.concat([keys[["sample_id", "variant"]].reset_index(drop=True), out], axis=1)
+
+
+def variant_table(samples: pd.DataFrame, scored: pd.DataFrame, ablation: str) -> pd.DataFrame:
+    """One row per expected (sample, variant): with-image and ablated prediction side by side."""
+    grid = variant_grid(samples).merge(image_side(scored), on=["sample_id", "variant"], how="left")
+    abl = ablated_side(scored, grid, ablation)
+    vt = pd.concat([grid.reset_index(drop=True), abl.drop(columns=["sample_id", "variant"])], axis=1)
+    for side in ("img", "abl"):
+        vt[f"{side}_present"] = vt[f"{side}_present"].eq(True)
+        vt[f"{side}_ok"] = vt[f"{side}_ok"].eq(True)
+        vt[f"{side}_yes"] = vt[f"{side}_yes"].eq(True) & vt[f"{side}_ok"]
+        vt[f"{side}_margin"] = pd.to_numeric(vt[f"{side}_margin"], errors="coerce").astype(float)
+        vt[f"{side}_entropy"] = pd.to_numeric(vt[f"{side}_entropy"], errors="coerce").astype(float)
+    return vt
+
+
+def sample_aggregates(vt: pd.DataFrame) -> pd.DataFrame:
+    """Per sample: counts over variants and variant 0's values (index sample_id)."""
+    v0 = vt[vt["variant"] == 0].set_index("sample_id")
+    yes0 = vt["sample_id"].map(v0["img_yes"]).eq(True).to_numpy()
+    ok0 = vt["sample_id"].map(v0["img_ok"]).eq(True).to_numpy()
+    both = vt["img_ok"] & vt["abl_ok"]
+    frame = pd.DataFrame(
+        {
+            "sample_id": vt["sample_id"],
+            "n_img_ok": vt["img_ok"].astype(int),
+            "n_abl_ok": vt["abl_ok"].astype(int),
+            "n_yes_img": vt["img_yes"].astype(int),
+            "n_yes_abl": vt["abl_yes"].astype(int),
+            "n_agree": (both & (vt["img_yes"] == vt["abl_yes"])).astype(int),
+            "flips": ((vt["variant"] >= 1) & vt["img_ok"] & ok0 & (vt["img_yes"].to_numpy() != yes0)).astype(int),
+        }
+    )
+    agg = frame.groupby("sample_id", sort=False).sum()
+    v0_cols = ["img_ok", "img_yes", "img_margin", "img_entropy", "abl_ok", "abl_yes", "abl_margin"]
+    return agg.join(v0[v0_cols], how="left")
+
+
+def image_reliant(agg: pd.DataFrame, n_variants: pd.Series, rule: str) -> pd.Series:
+    """Reliance under ``rule``: original | majority (ties vote 'no') | any."""
+    if rule == "original":
+        return agg["img_yes"] != agg["abl_yes"]
+    if rule == "majority":
+        return (2 * agg["n_yes_img"] > n_variants) != (2 * agg["n_yes_abl"] > n_variants)
+    if rule == "any":
+        return agg["n_agree"] < n_variants
+    raise ValueError(f"unknown reliance rule {rule!r}: use original, majority or any")
+
+
+def quadrant(consistent: pd.Series, reliant: pd.Series) -> np.ndarray:
+    """Ideal / Fragile / Dangerous / Worst from consistent x image_reliant."""
+    c, r = consistent.to_numpy(dtype=bool), reliant.to_numpy(dtype=bool)
+    return np.select([c & r, ~c & r, c & ~r], ["Ideal", "Fragile", "Dangerous"], "Worst").astype(object)
+
+
+def _variants_text(vt: pd.DataFrame, mask: pd.Series) -> pd.Series:
+    sub = vt.loc[mask, ["sample_id", "variant"]]
+    return sub.assign(v=sub["variant"].astype(str)).groupby("sample_id", sort=False)["v"].agg(", ".join)
+
+
+def _first_error(vt: pd.DataFrame, mask: pd.Series, col: str) -> pd.Series:
+    sub = vt.loc[mask, ["sample_id", col]]
+    msg = sub[col].astype(object).where(sub[col].notna(), "no log-probabilities")
+    return msg.groupby(sub["sample_id"].to_numpy(), sort=False).first()
+
+
+def incomplete_reason(vt: pd.DataFrame, ablation: str) -> pd.Series:
+    """Why a sample is incomplete ('; '-joined), indexed by sample_id; absent = complete."""
+    parts = [
+        "missing image predictions for variants [" + _variants_text(vt, ~vt["img_present"]) + "]",
+        "engine error: " + _first_error(vt, vt["img_present"] & ~vt["img_ok"], "img_error"),
+        f"missing {ablation} prediction for variants [" + _variants_text(vt, vt["img_present"] & ~vt["abl_present"]) + "]",
+        f"engine error ({ablation}): " + _first_error(vt, vt["abl_present"] & ~vt["abl_ok"], "abl_error"),
+    ]
+    parts = [p.astype(object) for p in parts if len(p)]
+    if not parts:
+        return pd.Series(dtype=object)
+    stacked = pd.concat(parts)
+    return stacked.groupby(level=0, sort=False).agg("; ".join)
+
+
+def _nullable(values, mask: np.ndarray) -> np.ndarray:
+    out = np.asarray(values, dtype=object).copy()
+    out[~mask] = None
+    return out
+
+
+def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: TaxonomyConfig) -> pd.DataFrame:
+    """One quadrant row per sample of ``samples`` for one model's deduped ``preds``.
+
+    Columns: vlm_eval.schema.QUADRANT_COLUMNS minus ``model``.
+    """
+    vt = variant_table(samples, scored_predictions(preds), taxonomy.ablation)
+    agg = sample_aggregates(vt).reindex(samples["sample_id"])
+    reasons = incomplete_reason(vt, taxonomy.ablation).reindex(samples["sample_id"])
+    n = samples["n_variants"].to_numpy(dtype=np.int64)
+    agg = agg.assign(n_variants=n)
+    counts = agg[["n_img_ok", "n_abl_ok", "flips"]].fillna(0).to_numpy(dtype=np.int64)
+    complete = (n > 0) & (counts[:, 0] == n) & (counts[:, 1] == n)
+    reasons = reasons.to_numpy(dtype=object)
+    reasons = np.where(n == 0, "no prompt variants in samples/", reasons)
+    flips = counts[:, 2]
+    consistent = pd.Series(flips == 0, index=agg.index)
+    for col in ("img_ok", "img_yes", "abl_ok", "abl_yes"):
+        agg[col] = agg[col].eq(True)
+    reliant = image_reliant(agg, agg["n_variants"], taxonomy.reliance)
+    has_pred = agg["img_ok"].to_numpy()
+    has_abl = agg["abl_ok"].to_numpy()
+    pred = _nullable(np.where(agg["img_yes"], "yes", "no"), has_pred)
+    label = samples["label"].to_numpy(dtype=object)
+    known = has_pred & pd.notna(label)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        flip_rate = np.where(complete & (n > 1), flips / np.maximum(n - 1, 1), np.nan)
+        agreement = np.where(complete, agg["n_agree"].to_numpy(dtype=float) / np.maximum(n, 1), np.nan)
+    m_img = np.where(has_pred, agg["img_margin"].to_numpy(dtype=float), np.nan)
+    m_abl = np.where(has_abl, agg["abl_margin"].to_numpy(dtype=float), np.nan)
+    return pd.DataFrame(
+        {
+            "dataset": samples["dataset"].to_numpy(dtype=object),
+            "sample_id": samples["sample_id"].to_numpy(dtype=object),
+            "patient_id": samples["patient_id"].to_numpy(dtype=object),
+            "finding": samples["finding"].to_numpy(dtype=object),
+            "label": label,
+            "n_variants": n,
+            "prediction": pred,
+            "margin": m_img,
+            "entropy": np.where(has_pred, agg["img_entropy"].to_numpy(dtype=float), np.nan),
+            "correct": _nullable(pred == label, known),
+            "consistent": _nullable(consistent.to_numpy(), complete),
+            "flips": _nullable(flips, complete),
+            "flip_rate": flip_rate,
+            "ablation": taxonomy.ablation,
+            "ablated_prediction": _nullable(np.where(agg["abl_yes"], "yes", "no"), has_abl),
+            "ablated_margin": m_abl,
+            "image_reliant": _nullable(reliant.to_numpy(dtype=bool), complete),
+            "margin_shift": m_img - m_abl,
+            "ablation_agreement": agreement,
+            "quadrant": _nullable(quadrant(consistent, reliant), complete),
+            "complete": complete,
+            "incomplete_reason": _nullable(reasons, ~complete),
+        }
+    )
+
+
+def orphan_predictions(samples: pd.DataFrame, preds: pd.DataFrame) -> int:
+    """Prediction rows whose sample_id is not in samples/ (surfaced, never used)."""
+    sid = preds["sample_id"]
+    return int((sid.notna() & ~sid.isin(samples["sample_id"])).sum())

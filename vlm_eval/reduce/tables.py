@@ -1,0 +1,173 @@
+"""Reading a run's tables (samples, predictions, errors, run.json) as pandas frames.
+
+Each function returns one table. Predictions are deduplicated deterministically:
+a crash and a rerun can leave two rows for the same
+``(model, sample_id, variant, condition, prompt_id)`` key; we keep one, preferring
+a row with usable log-probabilities, and report how many were dropped per model.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vlm_eval import storage
+from vlm_eval.config import TaxonomyConfig
+from vlm_eval.schema import ERRORS, PREDICTIONS, SAMPLES
+
+PREDICTION_KEY = ["model", "sample_id", "variant", "condition", "prompt_id"]
+SAMPLE_COLUMNS = ["sample_id", "dataset", "patient_id", "finding", "label", "n_variants"]
+
+# The quadrant shard schema: QUADRANT_COLUMNS minus `model` (the hive key, path only).
+QUADRANTS_FILE = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("sample_id", pa.string()),
+        ("patient_id", pa.string()),
+        ("finding", pa.string()),
+        ("label", pa.string()),
+        ("n_variants", pa.int32()),
+        ("prediction", pa.string()),
+        ("margin", pa.float64()),
+        ("entropy", pa.float64()),
+        ("correct", pa.bool_()),
+        ("consistent", pa.bool_()),
+        ("flips", pa.int32()),
+        ("flip_rate", pa.float64()),
+        ("ablation", pa.string()),
+        ("ablated_prediction", pa.string()),
+        ("ablated_margin", pa.float64()),
+        ("image_reliant", pa.bool_()),
+        ("margin_shift", pa.float64()),
+        ("ablation_agreement", pa.float64()),
+        ("quadrant", pa.string()),
+        ("complete", pa.bool_()),
+        ("incomplete_reason", pa.string()),
+    ]
+)
+
+
+def _str(series: pd.Series) -> pd.Series:
+    """A nullable string column as object with None for missing (stable across pandas 2/3)."""
+    return series.astype(object).where(series.notna(), None)
+
+
+def run_info(run_url: str) -> dict[str, Any]:
+    """run.json as a dict ({} when the run has none yet)."""
+    url = storage.join(run_url, "run.json")
+    return storage.read_json(url) if storage.exists(url) else {}
+
+
+def job_taxonomy(info: dict[str, Any]) -> TaxonomyConfig:
+    """The taxonomy of the resolved job in run.json, else the defaults."""
+    job = info.get("job") or {}
+    return TaxonomyConfig.model_validate(job.get("taxonomy") or {})
+
+
+def job_models(info: dict[str, Any]) -> list[str]:
+    """Model names listed in the resolved job (a model may have no predictions yet)."""
+    return [m["name"] for m in (info.get("job") or {}).get("models") or [] if m.get("name")]
+
+
+def samples(run_url: str) -> pd.DataFrame:
+    """One row per distinct sample: SAMPLE_COLUMNS; n_variants = len(prompts).
+
+    Labels are normalised to 'yes'/'no'/None. A duplicated sample_id keeps its
+    first row (sorted order) and is reported by ``duplicate_sample_ids``.
+    """
+    table = storage.read_parquet_dir(storage.join(run_url, "samples"), SAMPLES)
+    if table is None:
+        table = SAMPLES.empty_table()
+    n_var = pc.fill_null(pc.list_value_length(table.column("prompts")), 0)
+    table = table.drop_columns(["prompts"]).append_column("n_variants", pc.cast(n_var, pa.int64()))
+    df = table.select(SAMPLE_COLUMNS).to_pandas()
+    for col in ("sample_id", "dataset", "patient_id", "finding"):
+        df[col] = _str(df[col])
+    label = df["label"].astype(object).where(df["label"].notna(), "").astype(str).str.strip().str.lower()
+    df["label"] = label.where(label.isin(["yes", "no"]), None).astype(object)
+    df["n_variants"] = df["n_variants"].astype("int64")
+    df = df[df["sample_id"].notna()].sort_values("sample_id", kind="mergesort")
+    return df.drop_duplicates("sample_id", keep="first").reset_index(drop=True)
+
+
+def duplicate_sample_ids(run_url: str) -> list[str]:
+    """sample_ids that occur more than once in samples/ (a pipeline bug to surface)."""
+    table = storage.read_parquet_dir(storage.join(run_url, "samples"), SAMPLES)
+    if table is None:
+        return []
+    ids = pd.Series(table.column("sample_id").to_pylist(), dtype=object)
+    return sorted(ids[ids.duplicated()].dropna().unique().tolist())
+
+
+def raw_predictions(run_url: str) -> pd.DataFrame:
+    """Every prediction row of every model (``model`` from the hive path), not deduped."""
+    table = storage.read_parquet_dir(storage.join(run_url, "predictions"), PREDICTIONS)
+    if table is None:
+        table = PREDICTIONS.empty_table()
+    df = table.to_pandas()
+    for col in ("model", "sample_id", "condition", "prompt_id", "image_sha256", "error"):
+        df[col] = _str(df[col])
+    df["variant"] = df["variant"].astype("Int64")
+    return df
+
+
+def usable(preds: pd.DataFrame) -> pd.Series:
+    """True where a prediction row has no error and both log-probabilities."""
+    return preds["error"].isna() & preds["logprob_yes"].notna() & preds["logprob_no"].notna()
+
+
+def deduped_predictions(preds: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(one row per PREDICTION_KEY, dropped rows per model).
+
+    Deterministic whatever the file order: rows are sorted by the key, then
+    usable rows first, then by values; the first row of each key is kept.
+    """
+    if preds.empty:
+        return preds.copy(), {}
+    order = preds.assign(_bad=~usable(preds))
+    by = PREDICTION_KEY + ["_bad", "logprob_yes", "logprob_no", "other_mass", "image_sha256", "error"]
+    order = order.sort_values(by, na_position="last", kind="mergesort")
+    dup = order.duplicated(PREDICTION_KEY, keep="first")
+    dropped = order.loc[dup, "model"].value_counts().astype(int).to_dict()
+    kept = order.loc[~dup].drop(columns="_bad").reset_index(drop=True)
+    return kept, {str(k): int(v) for k, v in dropped.items()}
+
+
+def errors(run_url: str) -> pd.DataFrame:
+    """errors/ rows (schema ERRORS); empty frame when there are none."""
+    table = storage.read_parquet_dir(storage.join(run_url, "errors"), ERRORS)
+    if table is None:
+        table = ERRORS.empty_table()
+    df = table.to_pandas()
+    for col in df.columns:
+        df[col] = _str(df[col])
+    return df
+
+
+def errored_sample_ids(errs: pd.DataFrame, model: str) -> np.ndarray:
+    """Distinct sample_ids that failed for ``model`` (model-specific or for all models)."""
+    mask = errs["sample_id"].notna() & (errs["model"].isna() | (errs["model"] == model))
+    return np.sort(errs.loc[mask, "sample_id"].unique().astype(object))
+
+
+def quadrant_arrow(df: pd.DataFrame) -> pa.Table:
+    """A quadrant frame (without ``model``) as an Arrow table of QUADRANTS_FILE."""
+    cols = []
+    for field in QUADRANTS_FILE:
+        values = df[field.name] if field.name in df else pd.Series([None] * len(df), dtype=object)
+        values = values.astype(object).where(values.notna(), None)
+        cols.append(pa.array(values, type=field.type, from_pandas=True))
+    return pa.Table.from_arrays(cols, schema=QUADRANTS_FILE)
+
+
+def quadrants(run_url: str) -> pd.DataFrame:
+    """The written quadrant tables of all models (``model`` from the path)."""
+    table = storage.read_parquet_dir(storage.join(run_url, "quadrants"))
+    if table is None:
+        return pd.DataFrame(columns=["model"] + QUADRANTS_FILE.names)
+    df = table.to_pandas()
+    df["model"] = _str(df["model"].astype(str))
+    return df
