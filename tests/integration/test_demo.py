@@ -17,8 +17,8 @@ def test_demo_writes_a_complete_run_folder(tmp_path, vlm_cache, ray_local, capsy
     assert main(["demo", "--output", str(tmp_path), "--samples", "12"]) == 0
     out = capsys.readouterr().out
     assert "UNTRAINED" in out and "demo run folder" in out
-    runs = list(tmp_path.iterdir())
-    assert len(runs) == 1
+    runs = [p for p in tmp_path.iterdir() if p.name.startswith("demo-")]
+    assert len(runs) == 1 and (tmp_path / "_cache").is_dir()  # runs share a prediction cache
     run = runs[0]
     for rel in ("run.json", "samples", "predictions/model=tiny-gemma3", "quadrants/model=tiny-gemma3",
                 "summary.parquet", "summary.json", "report.html"):
