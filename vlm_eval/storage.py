@@ -5,6 +5,7 @@ profiles, instance roles); nothing here accepts or records them.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -17,7 +18,39 @@ from fsspec.implementations.local import LocalFileSystem
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlm_eval.errors import MissingDependencyError
+from vlm_eval.errors import InputError, MissingDependencyError
+
+
+class StorageAccessError(InputError):
+    """An object store refused us (bad or missing credentials, no permission)."""
+
+
+_CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError")
+
+
+def _explain_access_errors(fn):
+    """Turn an object store's bare ``PermissionError('Forbidden')`` into a message
+    that names the URL and where credentials come from (never their values)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            url = next((a for a in args if isinstance(a, str)), None)
+            denied = isinstance(exc, PermissionError) or type(exc).__name__ in _CREDENTIAL_ERRORS
+            if not denied or url is None or not is_url(url):
+                raise
+            proto = url.split("://", 1)[0]
+            hint = ("the AWS credential chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+                    "or the instance/pod role) and AWS_ENDPOINT_URL" if proto in ("s3", "s3a")
+                    else f"the {proto} credentials in the environment")
+            raise StorageAccessError(
+                f"access to {url} was refused ({type(exc).__name__}: {exc}). Check {hint}: "
+                "credentials come from the environment, never from the job file."
+            ) from exc
+
+    return wrapper
 
 
 def is_url(path: str) -> bool:
@@ -42,17 +75,20 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+@_explain_access_errors
 def exists(url: str) -> bool:
     fs, path = filesystem(url)
     return fs.exists(path)
 
 
+@_explain_access_errors
 def read_bytes(url: str) -> bytes:
     fs, path = filesystem(url)
     with fs.open(path, "rb") as f:
         return f.read()
 
 
+@_explain_access_errors
 def write_bytes_atomic(url: str, data: bytes) -> None:
     """Write so that readers see the whole object or nothing.
 
@@ -73,6 +109,7 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
             f.write(data)
 
 
+@_explain_access_errors
 def write_parquet_atomic(table: pa.Table, url: str) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
@@ -87,6 +124,7 @@ def read_json(url: str) -> Any:
     return json.loads(read_bytes(url).decode("utf-8"))
 
 
+@_explain_access_errors
 def list_files(url: str, suffix: str = "") -> list[str]:
     """Files under ``url`` (recursive), as URLs/paths of the same kind, sorted."""
     fs, path = filesystem(url)
@@ -99,6 +137,7 @@ def list_files(url: str, suffix: str = "") -> list[str]:
     return found
 
 
+@_explain_access_errors
 def read_parquet_dir(url: str, schema: pa.Schema | None = None) -> pa.Table | None:
     """Read every ``*.parquet`` below ``url`` (hive keys become columns); None if none."""
     import pyarrow.dataset as ds
@@ -117,6 +156,7 @@ def read_parquet_dir(url: str, schema: pa.Schema | None = None) -> pa.Table | No
     return table
 
 
+@_explain_access_errors
 def remove(url: str, recursive: bool = False) -> None:
     fs, path = filesystem(url)
     if fs.exists(path):

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 # Forwarded to workers (workers inherit the raylet's environment, not ours).
 # Values are never written to run.json or logs.
 FORWARDED_ENV_PREFIXES = ("AWS_", "VLM_EVAL_", "HF_", "VLLM_", "S3_", "FSSPEC_")
+# Never forwarded: Ray's runtime_env agent logs env_vars in plain text (session
+# logs, dashboard). A local Ray's workers inherit them from the raylet this
+# process starts; cluster nodes get credentials from their own environment/role.
+_SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|ACCESS_?KEY)", re.I)
 
 
 def forwarded_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(FORWARDED_ENV_PREFIXES) and not _SECRET_NAME.search(k)}
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
