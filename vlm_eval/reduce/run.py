@@ -36,11 +36,12 @@ def errored_table(samples: pd.DataFrame, errs: pd.DataFrame, models: list[str]) 
     Errors for sample_ids absent from samples/ (e.g. manifest rows that never became
     samples) are attributed to the run's dataset when it has exactly one, else None.
     """
-    info = samples.set_index("sample_id")[["dataset", "finding"]]
+    info = samples.drop_duplicates("sample_id").set_index("sample_id")[["dataset", "finding"]]
     only = samples["dataset"].dropna().unique()
     frames = []
     for model in models:  # one step per model
-        ids = tables.errored_sample_ids(errs, model)
+        manifest_ids = errs.loc[errs["stage"] == "manifest", "sample_id"].to_numpy(dtype=object)
+        ids = np.concatenate([tables.errored_sample_ids(errs, model), manifest_ids])
         f = pd.DataFrame({"model": model, "sample_id": ids})
         f = f.join(info, on="sample_id")
         unknown = ~f["sample_id"].isin(info.index)
@@ -108,6 +109,8 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
     """
     info = tables.run_info(run_url)
     taxonomy = taxonomy or tables.job_taxonomy(info)
+    conditions = (info.get("job") or {}).get("conditions")
+    ablations = [c for c in conditions if c != "image"] if conditions else None  # None: those in predictions/
     samples = tables.samples(run_url)
     preds, dropped = tables.deduped_predictions(tables.raw_predictions(run_url))
     errs = tables.errors(run_url)
@@ -122,12 +125,13 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
     for model in models:  # one step per model
         errored = tables.errored_sample_ids(errs, model)
         todo = samples[~samples["sample_id"].isin(errored)]
-        quad = metrics.quadrant_table(todo, preds[preds["model"] == model], taxonomy)
+        quad = metrics.quadrant_table(todo, preds[preds["model"] == model], taxonomy, ablations)
         violations = accounting_problems(samples, quad, errored, model)
         if violations:
             raise ReduceAccountingError("; ".join(violations))
         orphans = metrics.orphan_predictions(samples, preds[preds["model"] == model])
         unknown_errors = int((~pd.Index(errored).isin(samples["sample_id"])).sum())
+        n_manifest_errors = tables.manifest_error_count(errs)
         if orphans:
             problems.append(f"{model}: {orphans} prediction rows for sample_ids not in samples/ (ignored)")
         if unknown_errors:
@@ -138,7 +142,8 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
             "n_samples": int(len(samples)),
             "complete": n_complete,
             "incomplete": int(len(quad) - n_complete),
-            "errors": int(len(errored)),
+            "errors": int(len(errored)) + n_manifest_errors,
+            "manifest_errors": n_manifest_errors,
             "duplicates_dropped": int(dropped.get(model, 0)),
             "orphan_predictions": orphans,
         }

@@ -148,19 +148,47 @@ def errors(run_url: str) -> pd.DataFrame:
 
 
 def errored_sample_ids(errs: pd.DataFrame, model: str) -> np.ndarray:
-    """Distinct sample_ids that failed for ``model`` (model-specific or for all models)."""
-    mask = errs["sample_id"].notna() & (errs["model"].isna() | (errs["model"] == model))
+    """Distinct sample_ids of samples/ that failed for ``model`` (model-specific or all models).
+
+    Stage ``manifest`` rows are input rows that never became samples (e.g. the second
+    of two rows with one sample_id): they must not knock the first one out.
+    """
+    mask = (errs["sample_id"].notna() & (errs["model"].isna() | (errs["model"] == model))
+            & (errs["stage"] != "manifest"))
     return np.sort(errs.loc[mask, "sample_id"].unique().astype(object))
 
 
+def manifest_error_count(errs: pd.DataFrame) -> int:
+    """Input rows rejected before they became samples (they count against every model)."""
+    return int((errs["stage"] == "manifest").sum())
+
+
+# Per-ablation extra columns (metrics.ablation_columns): name suffix -> type.
+ABLATION_COLUMN_TYPES = {"_prediction": pa.string(), "_margin_shift": pa.float64(),
+                         "_margin": pa.float64(), "_reliant": pa.bool_()}
+
+
+def quadrant_schema(df: pd.DataFrame) -> pa.Schema:
+    """QUADRANTS_FILE plus the frame's per-ablation columns (``A_prediction``, ...), in frame order."""
+    fields = list(QUADRANTS_FILE)
+    for name in df.columns:
+        if name in QUADRANTS_FILE.names or name == "model":
+            continue
+        typ = next((t for suffix, t in ABLATION_COLUMN_TYPES.items() if name.endswith(suffix)), None)
+        if typ is not None:
+            fields.append(pa.field(name, typ))
+    return pa.schema(fields)
+
+
 def quadrant_arrow(df: pd.DataFrame) -> pa.Table:
-    """A quadrant frame (without ``model``) as an Arrow table of QUADRANTS_FILE."""
+    """A quadrant frame (without ``model``) as an Arrow table of ``quadrant_schema(df)``."""
+    schema = quadrant_schema(df)
     cols = []
-    for field in QUADRANTS_FILE:
+    for field in schema:
         values = df[field.name] if field.name in df else pd.Series([None] * len(df), dtype=object)
         values = values.astype(object).where(values.notna(), None)
         cols.append(pa.array(values, type=field.type, from_pandas=True))
-    return pa.Table.from_arrays(cols, schema=QUADRANTS_FILE)
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def quadrants(run_url: str) -> pd.DataFrame:
