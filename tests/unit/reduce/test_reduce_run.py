@@ -85,7 +85,8 @@ def test_duplicates_model_errors_and_accounting(tmp_path):
     a, b = counts["models"]["a"], counts["models"]["b"]
     assert a["duplicates_dropped"] == 5 and a["errors"] == 2 and a["complete"] == 7
     assert b["errors"] == 1 and b["complete"] == 8
-    assert any("not in samples/" in p for p in counts["problems"])
+    # A manifest-stage row never became a sample: counted, not a problem.
+    assert a["manifest_errors"] == 1 and not any("not in samples/" in p for p in counts["problems"])
     q = pd.read_parquet(os.path.join(run, "quadrants"))
     for model, c in counts["models"].items():
         n_rows = int((q["model"].astype(str) == model).sum())
