@@ -34,6 +34,7 @@ td.k,th.k{text-align:left}.note{color:#555;font-size:13px;max-width:900px}
 .dangerous{background:#fdecea;font-weight:bold}.plots{display:flex;flex-wrap:wrap;gap:16px}
 .legend{font-size:12px;margin:6px 0}.key{margin-right:14px}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:middle}
+.ci{white-space:nowrap;color:#555;font-size:12px}
 .warn{background:#fff4e5;border:1px solid #f0c36d;padding:6px 10px;font-size:13px}
 """
 
@@ -56,7 +57,8 @@ def _num(x, pct: bool = False, digits: int = 3) -> str:
 
 
 def _ci(row: pd.Series, col: str) -> str:
-    return f"{_num(row[col], True)} [{_num(row.get(f'{col}_ci_low'), True)}, {_num(row.get(f'{col}_ci_high'), True)}]"
+    return (f"{_num(row[col], True)} <span class=\"ci\">[{_num(row.get(f'{col}_ci_low'), True)}, "
+            f"{_num(row.get(f'{col}_ci_high'), True)}]</span>")
 
 
 def _cls(i: int, header: str, key_cols: int) -> str:
@@ -110,17 +112,31 @@ def quadrant_section(top: pd.DataFrame) -> str:
     return "<h2>Quadrant shares</h2>" + note + svg.legend() + chart + _table(headers, rows)
 
 
+def screening_verdict(auc) -> str:
+    """AUROC of entropy for Dangerous samples, in plain words."""
+    if auc is None or pd.isna(auc):
+        return "cannot tell (no Dangerous samples, or only Dangerous ones)"
+    if auc >= 0.7:
+        return "partly: Dangerous answers tend to be less confident"
+    if auc > 0.55:
+        return "barely: only slightly less confident than the rest"
+    if auc >= 0.45:
+        return "no: Dangerous answers are as confident as the rest"
+    return "no: Dangerous answers are MORE confident than the rest; a confidence screen would pass them"
+
+
 def per_quadrant_section(top: pd.DataFrame) -> str:
     headers = ["model / dataset", "accuracy"] + [f"accuracy {q}" for q in QUADRANTS] + [f"entropy {q} (bits)" for q in QUADRANTS]
     rows = [[esc(_config(r)), _ci(r, "accuracy")] + [_num(r[f"accuracy_{q.lower()}"], True) for q in QUADRANTS]
             + [_num(r[f"entropy_{q.lower()}"]) for q in QUADRANTS] for _, r in top.iterrows()]
     screen = [[esc(_config(r)), _num(r.get("auroc_entropy_dangerous")), _num(r.get("auroc_abs_margin_dangerous")),
-               _num(r.get("mean_entropy"))] for _, r in top.iterrows()]
+               _num(r.get("mean_entropy")), esc(screening_verdict(r.get("auroc_entropy_dangerous")))] for _, r in top.iterrows()]
     note = ('<p class="note">Can confidence screening find Dangerous samples? AUROC of entropy and of -|margin| '
             "(flag the least confident) for Dangerous vs. all other complete samples: 0.5 = chance, below 0.5 = "
             "Dangerous answers are more confident than the rest.</p>")
     return ("<h2>Accuracy and entropy per quadrant</h2>" + _table(headers, rows)
-            + note + _table(["model / dataset", "AUROC entropy", "AUROC -|margin|", "mean entropy"], screen))
+            + note + _table(["model / dataset", "AUROC entropy", "AUROC -|margin|", "mean entropy",
+                           "does confidence screening find them?"], screen))
 
 
 def scatter_section(quad: pd.DataFrame) -> str:

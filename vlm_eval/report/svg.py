@@ -78,40 +78,57 @@ def _scale(values: np.ndarray, lo: float, hi: float, a: float, b: float) -> np.n
 
 
 def scatter(x, y, groups, title: str, x_label: str, y_label: str, diagonal: bool = True, labels=None) -> str:
-    """Scatter of (x, y) coloured by ``groups`` (quadrant names); optional y = x line."""
+    """Scatter of (x, y) coloured by ``groups`` (quadrant names); optional y = x line and point labels."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     groups = np.asarray(groups, dtype=object)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y, groups = x[keep], y[keep], groups[keep]
-    size, pad = 420, 48
+    left, top, side = 56, 10, 360  # plot area: [left, left + side] x [top, top + side]
+    right, bottom = left + side, top + side
+    width, height = right + 16, bottom + 48
     body = []
     if len(x) == 0:
-        body.append(f'<text x="{size / 2}" y="{size / 2}" text-anchor="middle" fill="{AXIS}">no data</text>')
-        return _svg(size + pad, size + pad, body, title)
+        body.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="{AXIS}">no data</text>')
+        return _svg(width, height, body, title)
     lo = float(min(x.min(), y.min(), 0.0)) if diagonal else float(x.min())
     hi = float(max(x.max(), y.max(), 0.0)) if diagonal else float(x.max())
     ylo, yhi = (lo, hi) if diagonal else (float(y.min()), float(y.max()))
-    px = _scale(x, lo, hi, pad, size)
-    py = _scale(y, ylo, yhi, size - 8, 8)
-    body.append(f'<rect x="{pad}" y="8" width="{size - pad}" height="{size - pad - 8}" fill="none" stroke="{AXIS}"/>')
+    ticks_x, ticks_y = (lo, hi), (ylo, yhi)  # labelled at the data's ends; the axes have 5% room
+    span, yspan = (hi - lo) or 1.0, (yhi - ylo) or 1.0
+    lo, hi, ylo, yhi = lo - 0.05 * span, hi + 0.05 * span, ylo - 0.05 * yspan, yhi + 0.05 * yspan
+    px = _scale(x, lo, hi, left, right)
+    py = _scale(y, ylo, yhi, bottom, top)
+    body.append(f'<rect x="{left}" y="{top}" width="{side}" height="{side}" fill="none" stroke="{AXIS}"/>')
     if diagonal:
-        zx, zy = _scale(np.array([0.0]), lo, hi, pad, size)[0], _scale(np.array([0.0]), ylo, yhi, size - 8, 8)[0]
-        body.append(f'<line x1="{_f(zx)}" y1="8" x2="{_f(zx)}" y2="{size - 8}" stroke="#bbb"/>')
-        body.append(f'<line x1="{pad}" y1="{_f(zy)}" x2="{size}" y2="{_f(zy)}" stroke="#bbb"/>')
-        body.append(f'<line x1="{pad}" y1="{size - 8}" x2="{size}" y2="8" stroke="#999" stroke-dasharray="4 3"/>')
-    dots = [
-        f'<circle cx="{_f(a)}" cy="{_f(b)}" r="2.2" fill="{QUADRANT_COLORS.get(g, "#1565c0")}" fill-opacity="0.6"/>'
+        zx, zy = _scale(np.array([0.0]), lo, hi, left, right)[0], _scale(np.array([0.0]), ylo, yhi, bottom, top)[0]
+        body.append(f'<line x1="{_f(zx)}" y1="{top}" x2="{_f(zx)}" y2="{bottom}" stroke="#bbb"/>')
+        body.append(f'<line x1="{left}" y1="{_f(zy)}" x2="{right}" y2="{_f(zy)}" stroke="#bbb"/>')
+        body.append(f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{top}" stroke="#999" stroke-dasharray="4 3"/>')
+    radius = 4 if labels is not None else 2.2
+    body.extend(
+        f'<circle cx="{_f(a)}" cy="{_f(b)}" r="{radius}" fill="{QUADRANT_COLORS.get(g, "#1565c0")}" fill-opacity="0.6"/>'
         for a, b, g in zip(px, py, groups)
-    ]
-    body.extend(dots)
-    if labels is not None:
+    )
+    if labels is not None:  # labels point inwards so they stay inside the plot
         labels = np.asarray(labels, dtype=object)[keep]
-        body.extend(f'<text x="{_f(a + 4)}" y="{_f(b - 4)}" font-size="10">{esc(t)}</text>' for a, b, t in zip(px, py, labels))
-    body.append(f'<text x="{(pad + size) / 2}" y="{size + 30}" font-size="12" text-anchor="middle">{esc(x_label)} '
-                f"[{lo:.2g}, {hi:.2g}]</text>")
-    body.append(f'<text x="12" y="{size / 2}" font-size="12" text-anchor="middle" '
-                f'transform="rotate(-90 12 {size / 2})">{esc(y_label)} [{ylo:.2g}, {yhi:.2g}]</text>')
-    return _svg(size + 10, size + pad, body, title)
+        mid = (left + right) / 2
+        body.extend(
+            f'<text x="{_f(a + 6 if a < mid else a - 6)}" y="{_f(b - 6 if b > top + 16 else b + 14)}" font-size="10" '
+            f'text-anchor="{"start" if a < mid else "end"}">{esc(t)}</text>'
+            for a, b, t in zip(px, py, labels)
+        )
+    for value in ticks_x:  # tick marks and values at the ends of the data
+        tx = _scale(np.array([value]), lo, hi, left, right)[0]
+        body.append(f'<line x1="{_f(tx)}" y1="{bottom}" x2="{_f(tx)}" y2="{bottom + 4}" stroke="{AXIS}"/>'
+                    f'<text x="{_f(tx)}" y="{bottom + 15}" font-size="10" text-anchor="middle" fill="{AXIS}">{value:.2g}</text>')
+    for value in ticks_y:
+        ty = _scale(np.array([value]), ylo, yhi, bottom, top)[0]
+        body.append(f'<line x1="{left - 4}" y1="{_f(ty)}" x2="{left}" y2="{_f(ty)}" stroke="{AXIS}"/>'
+                    f'<text x="{left - 6}" y="{_f(ty + 3)}" font-size="10" text-anchor="end" fill="{AXIS}">{value:.2g}</text>')
+    body.append(f'<text x="{(left + right) / 2}" y="{bottom + 34}" font-size="12" text-anchor="middle">{esc(x_label)}</text>')
+    cy = (top + bottom) / 2
+    body.append(f'<text x="14" y="{cy}" font-size="12" text-anchor="middle" transform="rotate(-90 14 {cy})">{esc(y_label)}</text>')
+    return _svg(width, height, body, title)
 
 
 def legend() -> str:
