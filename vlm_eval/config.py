@@ -40,6 +40,19 @@ class DatasetConfig(_Strict):
     """Adapter-specific options (see `vlm-eval datasets`)."""
 
 
+class GenerateConfig(_Strict):
+    model: str | ModelConfig
+    """Generator and judge: the name of an entry in `models`, or an inline model mapping
+    (same keys as a `models` entry; its engine must implement `generate`)."""
+    candidates: int = Field(default=8, ge=1)
+    """Candidate paraphrases asked of the model per finding question."""
+    keep: int | None = Field(default=None, ge=0)
+    """Paraphrases kept per finding, best judged first (None = prompts.paraphrases)."""
+    judge_threshold: float = Field(default=0.5, ge=0, le=1)
+    """A candidate is kept only if the judge's P(yes) that it asks exactly the same thing
+    as the question is at least this, in both directions (mutual entailment)."""
+
+
 class PromptsConfig(_Strict):
     set: str = "cxr-binary-v1"
     """Built-in paraphrase set name, or a path to a YAML prompt set."""
@@ -47,6 +60,9 @@ class PromptsConfig(_Strict):
     """Paraphrases per question in addition to the original (variant 0)."""
     system: str | None = DEFAULT_SYSTEM
     """System prompt given with every variant (None = no system turn)."""
+    generate: GenerateConfig | None = None
+    """Optional: write new paraphrases of `set` with a model, keep the faithful ones and
+    use them as a new versioned set (RUN/prompt_sets/), never mixed with `set`'s own."""
 
 
 class TaxonomyConfig(_Strict):
@@ -76,6 +92,10 @@ class ModelConfig(_Strict):
         if not _NAME_RE.match(v):
             raise ValueError("must be letters, digits, '.', '_' or '-' (it names a folder)")
         return v
+
+
+GenerateConfig.model_rebuild()
+PromptsConfig.model_rebuild()
 
 
 class ResourcesConfig(_Strict):
@@ -160,6 +180,17 @@ class Job(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             problems.append(f"models: names must be unique, repeated: {dupes}")
+        gen = self.prompts.generate
+        if gen is not None:
+            if isinstance(gen.model, str) and gen.model not in names:
+                problems.append(f"prompts.generate.model: {gen.model!r} is not the name of an entry in "
+                                f"models {names} (or give an inline model mapping)")
+            keep = self.prompts.paraphrases if gen.keep is None else gen.keep
+            if keep < self.prompts.paraphrases:
+                problems.append(f"prompts.generate.keep: {keep} < prompts.paraphrases "
+                                f"{self.prompts.paraphrases}: samples would lack paraphrases")
+            if gen.candidates < keep:
+                problems.append(f"prompts.generate.candidates: {gen.candidates} < keep {keep}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -1,7 +1,8 @@
 """The engine protocol: what every scoring engine (built-in or plug-in) implements.
 
 An engine is any object with ``score(requests) -> results`` (one result per
-request, same order). Engines know nothing of Ray or of datasets: an actor in
+request, same order). Engines may also implement the optional
+``generate(requests, max_tokens) -> list[str]`` (``GeneratingEngine``). Engines know nothing of Ray or of datasets: an actor in
 ``vlm_eval.pipeline`` holds one and feeds it requests.
 """
 from __future__ import annotations
@@ -53,6 +54,27 @@ class Engine(Protocol):
     """The plug-in protocol (contract section "Engine plug-in")."""
 
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]: ...
+
+
+@runtime_checkable
+class GeneratingEngine(Engine, Protocol):
+    """Optional protocol extension: engines that can also write text.
+
+    ``generate(requests, max_tokens)`` returns one string per request, in order: the
+    greedy (temperature 0) continuation of each request's chat prompt (same template,
+    system turn and image handling as ``score``), at most ``max_tokens`` new tokens,
+    without the prompt and without special tokens. It may raise for a failed batch;
+    no per-request errors. Used by the paraphrase generation stage
+    (``vlm_eval.prompts.generate``), which needs it only on the generator model;
+    scoring never calls it. Built in: transformers, scripted (vllm: planned).
+    """
+
+    def generate(self, requests: list[ScoreRequest], max_tokens: int) -> list[str]: ...
+
+
+def can_generate(engine: object) -> bool:
+    """True if ``engine`` implements the optional ``generate`` extension."""
+    return callable(getattr(engine, "generate", None))
 
 
 EngineFactory = "Callable[[Mapping[str, Any]], Engine]"

@@ -12,6 +12,11 @@ Script (JSON or YAML file in ``options.script``, or inline ``options.rules``)::
     text_only:  {<prompt text>: margin, "*": margin}
     fail:       {<image sha256 or prompt text>: "error message"}   # per-request errors
     default: 0.5                                                   # anything unlisted
+    generate:   {<prompt text or a part of it>: [text, ...]}       # generate(): lines joined by "\n"
+
+``generate`` answers a request with the entry whose key is its prompt, else the
+longest key contained in its prompt, else ``"*"``, else "" (the lines joined by
+newlines, truncated to ``max_tokens`` whitespace-separated words).
 
 Options for faults and benchmarks: ``delay_s`` (sleep per request),
 ``dead: true`` (every call raises, as a dead engine does),
@@ -101,4 +106,22 @@ class ScriptedEngine:
             for extra in req.options[2:]:
                 lps[extra] = float("-inf")
             out.append(ScoreResult(logprobs=lps, text=yes if lp_yes > lp_no else no, other_mass=0.0))
+        return out
+
+    def generate(self, requests: list[ScoreRequest], max_tokens: int) -> list[str]:
+        """Planted texts (see module docstring); deterministic like greedy decoding."""
+        self.calls += 1
+        if self.dead:
+            raise RuntimeError("scripted engine is dead (options.dead = true)")
+        table = self.script.get("generate") or {}
+        out = []
+        for req in requests:
+            if req.prompt in table:
+                texts = table[req.prompt]
+            else:
+                keys = sorted((k for k in table if k != "*" and k in req.prompt), key=len, reverse=True)
+                texts = table[keys[0]] if keys else table.get("*", [])
+            text = "\n".join([texts] if isinstance(texts, str) else [str(t) for t in texts])
+            words = text.split(" ")
+            out.append(" ".join(words[: max(0, int(max_tokens))]))
         return out

@@ -149,6 +149,27 @@ class TransformersEngine:
         return [r if r is not None else ScoreResult(logprobs={}, error="EngineError: not scored")
                 for r in results]
 
+    def generate(self, requests: list[ScoreRequest], max_tokens: int) -> list[str]:
+        """Greedy continuations (``do_sample=False``), at most ``max_tokens`` new tokens each,
+        decoded without special tokens; one string per request, in order (see base.GeneratingEngine)."""
+        import torch
+
+        texts = [render_prompt(self.processor, req) for req in requests]
+        out = [""] * len(requests)
+        groups = [[i for i, r in enumerate(requests) if r.image is not None],
+                  [i for i, r in enumerate(requests) if r.image is None]]
+        with torch.inference_mode():
+            for group in groups:
+                for start in range(0, len(group), self.max_batch_size):
+                    chunk = group[start:start + self.max_batch_size]
+                    inputs = self._inputs([texts[i] for i in chunk], [requests[i].image for i in chunk])
+                    ids = self.model.generate(**inputs, max_new_tokens=int(max_tokens), do_sample=False,
+                                              pad_token_id=self.tokenizer.pad_token_id)
+                    new = ids[:, inputs["input_ids"].shape[1]:]
+                    for i, text in zip(chunk, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
+                        out[i] = text.strip()
+        return out
+
     # ---- internals ----------------------------------------------------------
     def _prepare(self, req: ScoreRequest) -> tuple[str, dict[str, list[int]]]:
         from PIL import Image
@@ -178,8 +199,8 @@ class TransformersEngine:
             top = int(vec.argmax())
             results[i] = ScoreResult(logprobs=scores, text=self.tokenizer.decode([top]), other_mass=other)
 
-    def _forward(self, texts: list[str], images: list[Any]) -> Any:
-        """Log-softmax of the next-token logits at the last position: (len(texts), vocab) on CPU."""
+    def _inputs(self, texts: list[str], images: list[Any]) -> dict[str, Any]:
+        """Processor tensors of one batch (left-padded), on the model's device and dtype."""
         import torch
 
         bos = getattr(self.tokenizer, "bos_token", None)
@@ -191,8 +212,14 @@ class TransformersEngine:
             kwargs["images"] = [[img] for img in images]  # one image per prompt
         inputs = self.processor(**kwargs)
         dtype = self.model.dtype
-        inputs = {k: (v.to(self.device, dtype) if torch.is_floating_point(v) else v.to(self.device))
-                  for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        return {k: (v.to(self.device, dtype) if torch.is_floating_point(v) else v.to(self.device))
+                for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+
+    def _forward(self, texts: list[str], images: list[Any]) -> Any:
+        """Log-softmax of the next-token logits at the last position: (len(texts), vocab) on CPU."""
+        import torch
+
+        inputs = self._inputs(texts, images)
         extra: dict[str, Any] = {}
         if self._logits_to_keep:
             extra["logits_to_keep"] = 1

@@ -36,6 +36,7 @@ of this entry; a base entry and a LoRA entry of the same model can run in one jo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zlib
 from collections import OrderedDict
@@ -66,6 +67,8 @@ SUPPORTED_ARCHITECTURES: dict[str, str] = {
 ENGINE_OPTIONS = ("top_logprobs", "use_logprob_token_ids", "v1_multiprocessing")
 DEFAULT_TOP_LOGPROBS = 20
 CPU_DEFAULT_KV_CACHE_BYTES = 1 << 30
+
+log = logging.getLogger(__name__)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -118,6 +121,15 @@ def check_architecture(folder: str, name: str = "model") -> str:
     return arch
 
 
+def _output_for(outputs: dict[str, Any], request_id: str) -> Any:
+    """The output of a request: ``enqueue`` returns vLLM's internal id ("7-1a2b3c4d"),
+    outputs carry the external one ("7")."""
+    out = outputs.get(request_id)
+    if out is None and "-" in request_id:
+        out = outputs.get(request_id.rsplit("-", 1)[0])
+    return out
+
+
 def _lora_rank(adapter: str) -> int | None:
     try:
         with open(os.path.join(adapter, "adapter_config.json")) as f:
@@ -162,6 +174,7 @@ class VLLMEngine:
             self._SamplingParams = _shared._SamplingParams
             self._LoRARequest = _shared._LoRARequest
             self.lora_enabled = _shared.lora_enabled
+            self.image_attention_causal = _shared.image_attention_causal
             self.use_logprob_token_ids = _shared.use_logprob_token_ids if want_ids is None else bool(want_ids)
             if self.lora_path and not self.lora_enabled:
                 raise UserError(f"model {self.name!r}: has a lora, but the shared LLM was built without "
@@ -217,6 +230,19 @@ class VLLMEngine:
         except Exception as exc:  # noqa: BLE001
             raise EngineError(f"model {self.name!r}: vLLM could not start on {self.entry['path']!r}: "
                               f"{_error_text(exc)}") from exc
+        self.image_attention_causal = False
+        try:
+            prefix_lm = bool(self.llm.model_config.is_mm_prefix_lm)
+        except Exception:  # noqa: BLE001 - older vLLM: no such flag
+            prefix_lm = False
+        if prefix_lm and not on_gpu:
+            # Gemma3 attends bidirectionally within an image; vLLM's CPU attention backend
+            # cannot, so image prompts are scored with causal attention over image tokens.
+            self.image_attention_causal = True
+            log.warning("model %r: vLLM's CPU attention backend has no bidirectional attention over "
+                        "image tokens (%s): image-prompt scores differ slightly from transformers' "
+                        "(text-only prompts match). GPU backends do not have this limitation.",
+                        self.name, self.architecture)
 
     def for_entry(self, model: Mapping[str, Any]) -> "VLLMEngine":
         """Another model entry (e.g. base vs LoRA) of the same model, on this engine's ``LLM``."""
@@ -276,43 +302,85 @@ class VLLMEngine:
         tok_kwargs = {"add_special_tokens": False} if bos and text.startswith(bos) else None
         return prompt, params, ids_by_option, tok_kwargs
 
-    def _generate(self, idx: list[int], prepared) -> list[Any]:
+    def _enqueue(self, idx: list[int], prepared) -> list[str]:
+        """Add requests to the engine (tokenise, process images); raises for a bad request."""
         lora = [self.lora_request] * len(idx) if self.lora_request is not None else None
-        tok_kwargs = prepared[idx[0]][3]
-        return self.llm.generate(
+        return self.llm.enqueue(
             [prepared[i][0] for i in idx], [prepared[i][1] for i in idx],
-            use_tqdm=False, lora_request=lora, tokenization_kwargs=tok_kwargs,
+            use_tqdm=False, lora_request=lora, tokenization_kwargs=prepared[idx[0]][3],
         )
 
+    def _wait(self) -> dict[str, Any]:
+        return {out.request_id: out for out in self.llm.wait_for_completion(use_tqdm=False)}
+
     def _run(self, order: list[int], prepared, results) -> None:
-        # tokenization_kwargs apply per call: split runs with different BOS handling.
+        """Add every request (isolating the ones vLLM refuses), then run the engine once.
+
+        Refusals while adding (too long, bad image, ...) are per-request errors. A failure
+        while the engine runs the batch is retried request by request; if every retry
+        fails too, the engine is dead: EngineError with the cause.
+        """
+        # tokenization_kwargs apply per call: one enqueue per run of equal BOS handling.
         runs: list[list[int]] = []
         for i in order:
             if runs and prepared[runs[-1][-1]][3] == prepared[i][3]:
                 runs[-1].append(i)
             else:
                 runs.append([i])
+        request_ids: dict[int, str] = {}
         for run in runs:
             try:
-                outputs = self._generate(run, prepared)
-            except Exception as exc:  # noqa: BLE001
+                request_ids.update(zip(run, self._enqueue(run, prepared)))
+            except Exception as exc:  # noqa: BLE001 - vLLM aborted the ones it had added
                 self._raise_if_dead(exc)
-                if len(run) == 1:
-                    results[run[0]] = ScoreResult(logprobs={}, error=_error_text(exc))
-                    continue
                 for i in run:  # isolate the bad request(s)
                     try:
-                        out = self._generate([i], prepared)[0]
+                        request_ids[i] = self._enqueue([i], prepared)[0]
                     except Exception as exc1:  # noqa: BLE001
                         self._raise_if_dead(exc1)
                         results[i] = ScoreResult(logprobs={}, error=_error_text(exc1))
-                        continue
-                    results[i] = self._result(out, prepared[i][2])
+        if not request_ids:
+            return
+        try:
+            outputs = self._wait()
+        except Exception as exc:  # noqa: BLE001
+            self._raise_if_dead(exc)
+            self._abort(list(request_ids.values()))
+            self._retry_alone(list(request_ids), prepared, results, exc)
+            return
+        for i, rid in request_ids.items():
+            out = _output_for(outputs, rid)
+            results[i] = (self._result(out, prepared[i][2]) if out is not None
+                          else ScoreResult(logprobs={}, error="EngineError: vLLM returned no output for this request"))
+
+    def _retry_alone(self, idx: list[int], prepared, results, first: BaseException) -> None:
+        failures = 0
+        for i in idx:
+            try:
+                rid = self._enqueue([i], prepared)[0]
+                out = _output_for(self._wait(), rid)
+                if out is None:
+                    raise RuntimeError("vLLM returned no output for this request")
+            except Exception as exc:  # noqa: BLE001
+                self._raise_if_dead(exc)
+                self._abort(None)
+                failures += 1
+                results[i] = ScoreResult(logprobs={}, error=_error_text(exc))
                 continue
-            if len(outputs) != len(run):
-                raise EngineError(f"model {self.name!r}: vLLM returned {len(outputs)} outputs for {len(run)} prompts")
-            for i, out in zip(run, outputs):
-                results[i] = self._result(out, prepared[i][2])
+            results[i] = self._result(out, prepared[i][2])
+        if failures == len(idx):
+            raise EngineError(f"model {self.name!r}: the vLLM engine fails on every request "
+                              f"({len(idx)} tried one by one): {_error_text(first)}") from first
+
+    def _abort(self, request_ids: list[str] | None) -> None:
+        try:
+            engine = self.llm.llm_engine
+            if request_ids is None:
+                request_ids = list(getattr(engine.output_processor, "request_states", {}) or [])
+            if request_ids:
+                engine.abort_request(request_ids, internal=True)
+        except Exception:  # noqa: BLE001 - best effort; a dead engine is reported by the caller
+            pass
 
     def _raise_if_dead(self, exc: BaseException) -> None:
         from vllm.v1.engine.exceptions import EngineDeadError

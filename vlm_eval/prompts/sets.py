@@ -13,6 +13,8 @@ A set file holds::
         paraphrases:
           - {kind: lexical, text: "Is there fluid in the pleural space?"}
           - "a plain string works too"
+    derived_from: {name, version, sha256}  # optional: sets written by prompts/generate.py
+    generator: {...}                       # optional: how they were generated (informational)
 
 Built-in sets live next to this module in ``sets/NAME.yaml``; any other set is
 named by a path or fsspec URL. ``PromptSet.sha256`` hashes the file's bytes, so a
@@ -84,6 +86,8 @@ class PromptSet:
     generic: tuple[str, ...]
     sha256: str
     source: str
+    derived_from: dict[str, Any] | None = None
+    """Generated sets (vlm_eval.prompts.generate): {name, version, sha256} of the base set."""
     _lookup: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -151,7 +155,8 @@ def _parse(data: Any, source: str, sha: str) -> PromptSet:
     problems: list[str] = []
     if not isinstance(data, dict):
         raise InputError(f"prompt set {source}: expected a YAML mapping at the top level")
-    unknown = sorted(set(data) - {"name", "version", "system", "generic", "findings", "description"})
+    unknown = sorted(set(data) - {"name", "version", "system", "generic", "findings", "description",
+                                  "derived_from", "generator"})
     if unknown:
         problems.append(f"unknown top-level key(s) {unknown}")
     version = data.get("version")
@@ -192,8 +197,10 @@ def _parse(data: Any, source: str, sha: str) -> PromptSet:
         raise InputError(f"prompt set {source} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
     name = str(data.get("name") or os.path.basename(source).rsplit(".", 1)[0])
     system = data.get("system")
+    derived = data.get("derived_from")
     return PromptSet(name=name, version=str(version), system=str(system) if system is not None else None,
-                     findings=findings, generic=tuple(generic), sha256=sha, source=source)
+                     findings=findings, generic=tuple(generic), sha256=sha, source=source,
+                     derived_from=dict(derived) if isinstance(derived, dict) else None)
 
 
 def _read(path: str) -> bytes:

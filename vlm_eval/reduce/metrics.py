@@ -13,6 +13,13 @@ Decisions made here (documented in the README's method section too):
 - Only complete rows get consistent / flips / flip_rate / image_reliant /
   ablation_agreement / quadrant; incomplete rows keep variant 0's prediction, margin
   and ablated values where they exist, and say why in ``incomplete_reason``.
+- Every other ablation A of the run (``conditions`` minus ``image`` and minus
+  ``taxonomy.ablation``) adds ``A_prediction``, ``A_margin`` (variant 0 under A),
+  ``A_margin_shift`` (with-image margin - A margin, variant 0) and ``A_reliant``
+  (the taxonomy's reliance rule applied to A instead of the quadrant's ablation;
+  e.g. ``swap_reliant`` = swap sensitivity). ``A_reliant`` is set where its rule can
+  be evaluated: variant 0 usable under image and A (``original``), else every
+  variant usable under both. These columns never change completeness or quadrants.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ import pandas as pd
 
 from vlm_eval.config import TaxonomyConfig
 from vlm_eval.reduce.tables import usable
-from vlm_eval.schema import IMAGE
+from vlm_eval.schema import ABLATIONS, IMAGE
 
 _LN2 = np.log(2.0)
 
@@ -185,12 +192,57 @@ def _nullable(values, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: TaxonomyConfig) -> pd.DataFrame:
+def extra_ablations(preds: pd.DataFrame, taxonomy: TaxonomyConfig, ablations: list[str] | None = None) -> list[str]:
+    """The run's ablations other than ``taxonomy.ablation``, in the given order.
+
+    ablations: the job's conditions minus ``image`` (None = the ablations that occur in
+    ``preds``, in ``vlm_eval.schema.ABLATIONS`` order).
+    """
+    if ablations is None:
+        present = set(preds["condition"].dropna().unique()) if "condition" in preds else set()
+        ablations = [a for a in ABLATIONS if a in present]
+    return [a for a in dict.fromkeys(ablations) if a not in (IMAGE, taxonomy.ablation)]
+
+
+def ablation_columns(samples: pd.DataFrame, scored: pd.DataFrame, ablation: str, rule: str) -> pd.DataFrame:
+    """``A_prediction, A_margin, A_reliant, A_margin_shift`` for ablation A = ``ablation``.
+
+    One row per row of ``samples`` (positional, RangeIndex); see the module docstring.
+    """
+    vt = variant_table(samples, scored, ablation)
+    agg = sample_aggregates(vt).reindex(samples["sample_id"])
+    n = samples["n_variants"].to_numpy(dtype=np.int64)
+    for col in ("img_ok", "img_yes", "abl_ok", "abl_yes"):
+        agg[col] = agg[col].eq(True)
+    agg = agg.assign(n_variants=n)
+    has_img, has_abl = agg["img_ok"].to_numpy(), agg["abl_ok"].to_numpy()
+    if rule == "original":
+        defined = has_img & has_abl
+    else:
+        counts = agg[["n_img_ok", "n_abl_ok"]].fillna(0).to_numpy(dtype=np.int64)
+        defined = (n > 0) & (counts[:, 0] == n) & (counts[:, 1] == n)
+    reliant = image_reliant(agg, agg["n_variants"], rule).to_numpy(dtype=bool)
+    m_img = np.where(has_img, agg["img_margin"].to_numpy(dtype=float), np.nan)
+    m_abl = np.where(has_abl, agg["abl_margin"].to_numpy(dtype=float), np.nan)
+    return pd.DataFrame(
+        {
+            f"{ablation}_prediction": _nullable(np.where(agg["abl_yes"], "yes", "no"), has_abl),
+            f"{ablation}_margin": m_abl,
+            f"{ablation}_reliant": _nullable(reliant, defined),
+            f"{ablation}_margin_shift": m_img - m_abl,
+        }
+    )
+
+
+def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: TaxonomyConfig,
+                   ablations: list[str] | None = None) -> pd.DataFrame:
     """One quadrant row per sample of ``samples`` for one model's deduped ``preds``.
 
-    Columns: vlm_eval.schema.QUADRANT_COLUMNS minus ``model``.
+    Columns: vlm_eval.schema.QUADRANT_COLUMNS minus ``model``, then the four columns of
+    ``ablation_columns`` for each of ``extra_ablations(preds, taxonomy, ablations)``.
     """
-    vt = variant_table(samples, scored_predictions(preds), taxonomy.ablation)
+    scored = scored_predictions(preds)
+    vt = variant_table(samples, scored, taxonomy.ablation)
     agg = sample_aggregates(vt).reindex(samples["sample_id"])
     reasons = incomplete_reason(vt, taxonomy.ablation).reindex(samples["sample_id"])
     n = samples["n_variants"].to_numpy(dtype=np.int64)
@@ -214,7 +266,7 @@ def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: Taxonom
         agreement = np.where(complete, agg["n_agree"].to_numpy(dtype=float) / np.maximum(n, 1), np.nan)
     m_img = np.where(has_pred, agg["img_margin"].to_numpy(dtype=float), np.nan)
     m_abl = np.where(has_abl, agg["abl_margin"].to_numpy(dtype=float), np.nan)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "dataset": samples["dataset"].to_numpy(dtype=object),
             "sample_id": samples["sample_id"].to_numpy(dtype=object),
@@ -240,6 +292,8 @@ def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: Taxonom
             "incomplete_reason": _nullable(reasons, ~complete),
         }
     )
+    extras = [ablation_columns(samples, scored, a, taxonomy.reliance) for a in extra_ablations(preds, taxonomy, ablations)]
+    return pd.concat([table, *extras], axis=1) if extras else table
 
 
 def orphan_predictions(samples: pd.DataFrame, preds: pd.DataFrame) -> int:

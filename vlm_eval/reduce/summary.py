@@ -4,6 +4,11 @@ Columns: vlm_eval.schema.SUMMARY_COLUMNS, plus extras: ``_ci_low``/``_ci_high`` 
 flip_rate_question, flip_rate_pair, accuracy and ablation_agreement; n_labelled;
 mean_entropy; auroc_entropy_dangerous and auroc_abs_margin_dangerous.
 
+Every extra ablation A of the run (quadrant column ``A_reliant``, see
+``metrics.ablation_columns``) adds ``frac_A_reliant`` (+ ``_ci_low``/``_ci_high``):
+the share of complete rows with ``A_reliant`` set whose answer changes under A
+(e.g. ``frac_swap_reliant`` = swap sensitivity); rows where it is null are left out.
+
 Fractions are over complete rows. CIs are 95% percentile intervals of a bootstrap
 that resamples patients (samples without patient_id are their own cluster); the
 seed of each row is derived from (seed, model, dataset, finding), so a row's CI
@@ -36,6 +41,16 @@ def _bool(series: pd.Series) -> np.ndarray:
     return series.eq(True).to_numpy()
 
 
+def reliant_ablations(quadrants: pd.DataFrame) -> list[str]:
+    """Extra ablations A with an ``A_reliant`` column in ``quadrants`` (column order)."""
+    return [c[: -len("_reliant")] for c in quadrants.columns if c.endswith("_reliant") and c != "image_reliant"]
+
+
+def ablation_summary_columns(quadrants: pd.DataFrame) -> list[str]:
+    """``frac_A_reliant`` and its CI columns for every extra ablation A."""
+    return [f"frac_{a}_reliant{s}" for a in reliant_ablations(quadrants) for s in ("", "_ci_low", "_ci_high")]
+
+
 def ratio_inputs(complete: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(names, num, den) of every ratio statistic over complete quadrant rows."""
     quad = complete["quadrant"].to_numpy(dtype=object)
@@ -57,6 +72,9 @@ def ratio_inputs(complete: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndar
         cols[f"entropy_{q.lower()}"] = (entropy * in_q[q], in_q[q])
     cols["ablation_agreement"] = (complete["ablation_agreement"].to_numpy(dtype=float), ones)
     cols["mean_entropy"] = (entropy, ones)
+    for a in reliant_ablations(complete):
+        rel = complete[f"{a}_reliant"]
+        cols[f"frac_{a}_reliant"] = (_bool(rel).astype(float), rel.notna().to_numpy().astype(float))
     names = list(cols)
     num = np.stack([cols[c][0] for c in names], 1) if len(complete) else np.zeros((0, len(names)))
     den = np.stack([cols[c][1] for c in names], 1) if len(complete) else np.zeros((0, len(names)))
@@ -75,7 +93,7 @@ def summary_row(rows: pd.DataFrame, n_errors: int, n_boot: int, seed) -> dict:
         "n_errors": int(n_errors),
         "n_labelled": int(complete["correct"].notna().sum()) if len(complete) else 0,
     }
-    with_ci = {f"frac_{q.lower()}" for q in QUADRANTS} | set(_RATE_CI)
+    with_ci = {f"frac_{q.lower()}" for q in QUADRANTS} | set(_RATE_CI) | {f"frac_{a}_reliant" for a in reliant_ablations(rows)}
     for i, name in enumerate(names):
         out[name] = float(est[i])
         if name in with_ci:
@@ -109,7 +127,7 @@ def summary_table(quadrants: pd.DataFrame, errored: pd.DataFrame, n_boot: int = 
             n_err = int(group.loc[group["_kind"] == "e", "sample_id"].nunique())
             row = summary_row(rows, n_err, n_boot, stats.seed_for(seed, model, dataset, finding))
             records.append({"model": model, "dataset": dataset, "finding": finding, **row})
-    columns = SUMMARY_COLUMNS + [c for c in EXTRA_COLUMNS if c not in SUMMARY_COLUMNS]
+    columns = SUMMARY_COLUMNS + [c for c in EXTRA_COLUMNS if c not in SUMMARY_COLUMNS] + ablation_summary_columns(quadrants)
     table = pd.DataFrame.from_records(records, columns=columns)
     for col in ("n", "n_incomplete", "n_errors", "n_labelled"):
         table[col] = table[col].astype("int64")
