@@ -102,10 +102,18 @@ def run_job(job: Job, *, progress: Callable[[str, int, int], None] | None = None
     storage.write_json_atomic(record, layout.run_json)
     t0 = time.perf_counter()
     job = _with_resolved_models(job)
+    gen_started = False
+    if job.prompts.generate is not None:  # a new set in RUN/prompt_sets/, made once per run
+        from vlm_eval.pipeline.generate_actor import prepare_generated_set
+
+        job, generated, gen_started = prepare_generated_set(job, run_url, existing)
+        record.update(prompt_set={"name": job.prompts.set, "sha256": generated.get("sha256")},
+                      prompt_set_generated=generated)
+        storage.write_json_atomic(record, layout.run_json)
     samples, sample_stats = prepare_samples(job, layout)
     units = plan_units(samples, job.prompts.system, job.ablations, job.resources.batch_size)
     counts: dict = {"input": sample_stats, "forward_passes": forward_passes(samples, job.prompts.system, job.ablations)}
-    started = ensure_ray(job.resources.ray_address) if units else False
+    started = (ensure_ray(job.resources.ray_address) if units else False) or gen_started
     try:
         counts["models"] = {}
         cache_url = (job.cache.url or storage.join(job.output, "_cache")) if job.cache.enabled else None

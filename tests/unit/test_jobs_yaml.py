@@ -17,10 +17,12 @@ def test_there_are_shipped_jobs():
 
 @pytest.mark.parametrize("path", JOBS, ids=[p.name for p in JOBS])
 def test_shipped_job_is_valid(path):
-    from vlm_eval.datasets import ADAPTERS
+    from vlm_eval.datasets import ADAPTERS, get_adapter
 
     job = load_job(str(path))
     assert job.dataset.adapter in ADAPTERS, f"{path.name}: unknown adapter {job.dataset.adapter}"
+    unknown = set(job.dataset.options) - set(get_adapter(job.dataset.adapter).options_doc)
+    assert not unknown, f"{path.name}: options unknown to {job.dataset.adapter}: {unknown}"
     for model in job.models:
         assert model.engine in BUILTIN_ENGINES or ":" in model.engine
     # Credentials never live in job files.

@@ -221,7 +221,9 @@ class VLLMEngine:
             kwargs["enable_lora"] = True
             rank = _lora_rank(self.lora_path)
             if rank and "max_lora_rank" not in opts:
-                kwargs["max_lora_rank"] = max(rank, 8)
+                # vLLM accepts only these ranks (its MaxLoRARanks); default 16
+                allowed = [r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank]
+                kwargs["max_lora_rank"] = allowed[0] if allowed else rank
         kwargs.update(opts)
         try:
             self.llm = LLM(**kwargs)
