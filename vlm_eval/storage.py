@@ -89,7 +89,7 @@ def read_bytes(url: str) -> bytes:
 
 
 @_explain_access_errors
-def write_bytes_atomic(url: str, data: bytes) -> None:
+def write_bytes_atomic(url: str, data: bytes, durable: bool = True) -> None:
     """Write so that readers see the whole object or nothing.
 
     Local: write a temp file beside it, fsync, rename. Object stores: one PUT is
@@ -101,8 +101,9 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:  # survive a machine crash, not just a process crash
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     else:
         with fs.open(path, "wb") as f:
@@ -110,10 +111,10 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
 
 
 @_explain_access_errors
-def write_parquet_atomic(table: pa.Table, url: str) -> None:
+def write_parquet_atomic(table: pa.Table, url: str, durable: bool = True) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    write_bytes_atomic(url, buf.getvalue())
+    write_bytes_atomic(url, buf.getvalue(), durable=durable)
 
 
 def write_json_atomic(obj: Any, url: str) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -61,6 +61,8 @@ class LoadedImage:
     """'PNG', 'JPEG', 'DICOM', ... as detected from the content."""
     original_size: tuple[int, int] = (0, 0)
     """(width, height) of the stored image before downscaling."""
+    data: bytes = field(default=b"", repr=False)
+    """The original file bytes (lets the pipeline ship them instead of re-encoding)."""
 
 
 def image_bytes_sha256(data: bytes) -> str:
@@ -290,4 +292,4 @@ def load_image(uri: str, max_side: int = 2048, *, max_bytes: int | None = None,
     else:
         img, fmt, original = _decode_pil(data, uri, max_side, max_decode_bytes)
     return LoadedImage(image=img, sha256=image_bytes_sha256(data), width=img.width, height=img.height,
-                       source_format=fmt, original_size=original)
+                       source_format=fmt, original_size=original, data=data)

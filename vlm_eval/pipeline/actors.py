@@ -32,7 +32,19 @@ log = logging.getLogger("vlm_eval.pipeline")
 
 
 def _encode_for_transport(loaded) -> bytes:
-    """PNG bytes of the decoded RGB image (lossless; decoded once more by the actor)."""
+    """Bytes the actor decodes to exactly ``loaded.image``.
+
+    An 8-bit grey/RGB PNG or JPEG that was not downscaled decodes to the same RGB
+    pixels again, so its original bytes travel as they are (no re-encode, smaller);
+    anything that was converted (16-bit, DICOM, RGBA, downscaled) travels as a
+    lossless PNG of the converted image.
+    """
+    from PIL import Image
+
+    if loaded.data and loaded.source_format in ("PNG", "JPEG") and loaded.original_size == loaded.image.size:
+        with Image.open(io.BytesIO(loaded.data)) as im:  # header only
+            if im.mode in ("L", "RGB"):
+                return loaded.data
     buf = io.BytesIO()
     loaded.image.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

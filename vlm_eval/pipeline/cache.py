@@ -74,4 +74,5 @@ def write_entries(cache_url: str, mkey: str, name: str, keys: list[str], results
         "logprob_no": [r.logprobs[no] for _, r in rows],
         "other_mass": [r.other_mass for _, r in rows],
     }, schema=CACHE_SCHEMA)
-    storage.write_parquet_atomic(table, storage.join(model_dir(cache_url, mkey), f"{name}.parquet"))
+    # Not fsynced: a cache entry lost to a machine crash only means a recompute.
+    storage.write_parquet_atomic(table, storage.join(model_dir(cache_url, mkey), f"{name}.parquet"), durable=False)
