@@ -20,7 +20,6 @@ paraphrases from the built-in set cxr-binary-v1).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

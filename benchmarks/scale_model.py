@@ -24,7 +24,6 @@ machine, over every prediction row of the run, whatever N is).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import tempfile

@@ -24,28 +24,37 @@ PLANTS = {
 }
 
 
-def write_case(root, n_per_quadrant=3):
+def write_case(root, n_per_quadrant=3, *, question=QUESTION, paraphrases=PARAS, plants=PLANTS,
+               finding="cardiomegaly", seed=0, size=32, bad_rows=("missing", "badlabel"),
+               patient_of=lambda i: f"p{i // 2}"):
+    """Images + manifest.csv + script.json under ``root``; returns {sample_id: planted quadrant}.
+
+    ``plants`` maps a quadrant to the with-image margin of each variant; text-only
+    always answers no (-2). ``bad_rows`` adds a missing image and/or a bad label.
+    """
+    prompts = [question] + list(paraphrases)
     img_dir = root / "images"
-    img_dir.mkdir()
-    rng = np.random.default_rng(0)
+    img_dir.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
     rows, script, planted = [], {"with_image": {}, "text_only": {"*": -2.0}}, {}
+    common = {"question": question, "paraphrases": json.dumps(list(paraphrases)), "finding": finding}
     i = 0
-    for quadrant, margins in PLANTS.items():
+    for quadrant, margins in plants.items():
         for _ in range(n_per_quadrant):
             name = f"img{i:03d}.png"
-            Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8), "L").save(img_dir / name)
+            Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8), "L").save(img_dir / name)
             sha = hashlib.sha256((img_dir / name).read_bytes()).hexdigest()
-            script["with_image"][sha] = dict(zip(PROMPTS, map(float, margins)))
+            script["with_image"][sha] = dict(zip(prompts, map(float, margins)))
             sid = f"s{i:03d}"
-            rows.append({"sample_id": sid, "image": name, "question": QUESTION, "paraphrases": json.dumps(PARAS),
-                         "label": "yes" if i % 2 else "no", "patient_id": f"p{i // 2}", "finding": "cardiomegaly"})
+            rows.append({"sample_id": sid, "image": name, "label": "yes" if i % 2 else "no",
+                         "patient_id": patient_of(i), **common})
             planted[sid] = quadrant
             i += 1
     # Bad inputs: a missing image and a label that is not yes/no -> errors/, job goes on.
-    rows.append({"sample_id": "missing", "image": "nope.png", "question": QUESTION, "paraphrases": json.dumps(PARAS),
-                 "label": "yes", "patient_id": "px", "finding": "cardiomegaly"})
-    rows.append({"sample_id": "badlabel", "image": "img000.png", "question": QUESTION,
-                 "paraphrases": json.dumps(PARAS), "label": "maybe", "patient_id": "py", "finding": "cardiomegaly"})
+    if "missing" in bad_rows:
+        rows.append({"sample_id": "missing", "image": "nope.png", "label": "yes", "patient_id": "px", **common})
+    if "badlabel" in bad_rows:
+        rows.append({"sample_id": "badlabel", "image": "img000.png", "label": "maybe", "patient_id": "py", **common})
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
     (root / "script.json").write_text(json.dumps(script))
     return planted

@@ -26,7 +26,7 @@ def _png(path, arr, mode="L"):
 
 
 def _dicom(path):
-    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("pydicom")
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

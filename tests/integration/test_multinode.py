@@ -12,7 +12,6 @@ there (``VLM_EVAL_NETNS=1``, set by scripts/run-tests.sh when it is root).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,11 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from PIL import Image
+
+from planted import write_case
 
 pytestmark = [
     pytest.mark.slow,
@@ -207,26 +206,8 @@ def cluster(tmp_path):
 
 
 def _write_case(root: Path, per_quadrant: int) -> dict[str, str]:
-    img_dir = root / "images"
-    img_dir.mkdir(parents=True)
-    rng = np.random.default_rng(2)
-    rows, planted = [], {}
-    script = {"with_image": {}, "text_only": {"*": -2.0}}
-    i = 0
-    for quadrant, margins in PLANTS.items():
-        for _ in range(per_quadrant):
-            name = f"img{i:03d}.png"
-            Image.fromarray(rng.integers(0, 255, (24, 24), dtype=np.uint8), "L").save(img_dir / name)
-            sha = hashlib.sha256((img_dir / name).read_bytes()).hexdigest()
-            script["with_image"][sha] = dict(zip(PROMPTS, map(float, margins)))
-            sid = f"s{i:03d}"
-            rows.append({"sample_id": sid, "image": name, "question": QUESTION, "paraphrases": json.dumps(PARAS),
-                         "label": "yes" if i % 2 else "no", "patient_id": f"p{i}", "finding": "cardiomegaly"})
-            planted[sid] = quadrant
-            i += 1
-    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
-    (root / "script.json").write_text(json.dumps(script))
-    return planted
+    return write_case(root, per_quadrant, question=QUESTION, paraphrases=PARAS, plants=PLANTS, seed=2, size=24,
+                      bad_rows=(), patient_of=lambda i: f"p{i}")
 
 
 def _job_file(root: Path, address: str, batch_size: int, delay_s: float = 0.0) -> Path:

@@ -7,7 +7,6 @@ value ends up in run.json, errors/, the report or any captured log.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -17,12 +16,11 @@ import sys
 import tempfile
 import uuid
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from PIL import Image
 
+from planted import write_case
 from vlm_eval import cli
 from vlm_eval.config import validate_job
 from vlm_eval.run import run_job
@@ -42,29 +40,8 @@ JOB_TIMEOUT_S = 300
 
 
 def _write_case(root) -> dict[str, str]:
-    img_dir = root / "images"
-    img_dir.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    rows, planted = [], {}
-    script = {"with_image": {}, "text_only": {"*": -2.0}}
-    i = 0
-    for quadrant, margins in PLANTS.items():
-        for _ in range(2):
-            name = f"img{i:03d}.png"
-            Image.fromarray(rng.integers(0, 255, (24, 24), dtype=np.uint8), "L").save(img_dir / name)
-            sha = hashlib.sha256((img_dir / name).read_bytes()).hexdigest()
-            script["with_image"][sha] = dict(zip(PROMPTS, map(float, margins)))
-            sid = f"s{i:03d}"
-            rows.append({"sample_id": sid, "image": name, "question": QUESTION, "paraphrases": json.dumps(PARAS),
-                         "label": "yes" if i % 2 else "no", "patient_id": f"p{i}", "finding": "pleural effusion"})
-            planted[sid] = quadrant
-            i += 1
-    rows.append({"sample_id": "missing", "image": "nope.png", "question": QUESTION,
-                 "paraphrases": json.dumps(PARAS), "label": "yes", "patient_id": "px",
-                 "finding": "pleural effusion"})
-    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
-    (root / "script.json").write_text(json.dumps(script))
-    return planted
+    return write_case(root, 2, question=QUESTION, paraphrases=PARAS, plants=PLANTS, finding="pleural effusion",
+                      seed=1, size=24, bad_rows=("missing",), patient_of=lambda i: f"p{i}")
 
 
 def _job_dict(base: str, output: str) -> dict:

@@ -7,7 +7,6 @@ see test_vllm_engine.py for Gemma3's image-attention caveat on CPU.)
 """
 from __future__ import annotations
 
-import os
 
 import pandas as pd
 import pytest

@@ -1,7 +1,6 @@
 """Work-unit planning, image transport and request building (no Ray needed)."""
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
