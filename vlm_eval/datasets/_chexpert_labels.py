@@ -90,3 +90,17 @@ def to_codes(raw: pd.DataFrame, findings: list[str], uncertain: str, blank: str,
     stats["label_policy"] = {"uncertain": uncertain, "blank": blank}
     message = "label value(s) not 1.0 / 0.0 / -1.0 / blank: " + why.str.rstrip("; ")
     return codes, bad, message
+
+
+def labelled_images(img: pd.DataFrame, raw: pd.DataFrame, findings: list[str], uncertain: str, blank: str,
+                    stats: dict[str, Any], dataset: str, path: str) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """(images with valid labels, their label codes, error rows for the invalid ones).
+
+    ``img`` carries ``image_id`` and ``_row``; ``raw`` holds the label columns, aligned.
+    """
+    codes, bad, message = to_codes(raw, findings, uncertain, blank, stats)
+    errors = lc.error_rows(dataset + ":" + img.loc[bad, "image_id"], "bad_label", message[bad], path,
+                           img.loc[bad, "_row"])
+    img, codes = img[~bad], codes[~bad]
+    stats["rows_kept"] = int(len(img))
+    return img, codes, errors

@@ -87,10 +87,6 @@ class CheXpertAdapter:
         first, dup_errors = lc.dedupe(img, NAME, path)
         img, raw = img[first], raw[first]
 
-        codes, bad, message = cx.to_codes(raw, findings, uncertain, blank, stats)
-        label_errors = lc.error_rows(NAME + ":" + img.loc[bad, "image_id"], "bad_label",
-                                     message[bad], path, img.loc[bad, "_row"])
-        img, codes = img[~bad], codes[~bad]
-        stats["rows_kept"] = int(len(img))
+        img, codes, label_errors = cx.labelled_images(img, raw, findings, uncertain, blank, stats, NAME, path)
         errors = lc.concat_errors(path_errors, dup_errors, label_errors)
         return lc.make_sample_set(NAME, img, codes, errors, cfg, opts, stats)

@@ -137,10 +137,6 @@ class MimicCxrAdapter:
         })
         keep = lc.select_rows(img, opts, FRONTAL, stats, NAME)
         img, joined = img[keep], joined[keep]
-        codes, bad, message = cx.to_codes(joined, findings, uncertain, blank, stats)
-        label_errors = lc.error_rows(NAME + ":" + img.loc[bad, "image_id"], "bad_label",
-                                     message[bad], path, img.loc[bad, "_row"])
-        img, codes = img[~bad], codes[~bad]
-        stats["rows_kept"] = int(len(img))
+        img, codes, label_errors = cx.labelled_images(img, joined, findings, uncertain, blank, stats, NAME, path)
         errors = lc.concat_errors(dup_errors, label_errors)
         return lc.make_sample_set(NAME, img, codes, errors, cfg, opts, stats)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from vlm_eval.config import TaxonomyConfig
+from vlm_eval.reduce import dense
 from vlm_eval.reduce.tables import usable
 from vlm_eval.schema import ABLATIONS, IMAGE
 
@@ -204,14 +205,13 @@ def extra_ablations(preds: pd.DataFrame, taxonomy: TaxonomyConfig, ablations: li
     return [a for a in dict.fromkeys(ablations) if a not in (IMAGE, taxonomy.ablation)]
 
 
-def ablation_columns(samples: pd.DataFrame, scored: pd.DataFrame, ablation: str, rule: str) -> pd.DataFrame:
+def ablation_columns(agg: pd.DataFrame, n: np.ndarray, ablation: str, rule: str) -> pd.DataFrame:
     """``A_prediction, A_margin, A_reliant, A_margin_shift`` for ablation A = ``ablation``.
 
-    One row per row of ``samples`` (positional, RangeIndex); see the module docstring.
+    agg: ``sample_aggregates`` of A's variant table, one row per sample (positional);
+    one output row per sample (RangeIndex); see the module docstring.
     """
-    vt = variant_table(samples, scored, ablation)
-    agg = sample_aggregates(vt).reindex(samples["sample_id"])
-    n = samples["n_variants"].to_numpy(dtype=np.int64)
+    agg = agg.copy()
     for col in ("img_ok", "img_yes", "abl_ok", "abl_yes"):
         agg[col] = agg[col].eq(True)
     agg = agg.assign(n_variants=n)
@@ -234,23 +234,19 @@ def ablation_columns(samples: pd.DataFrame, scored: pd.DataFrame, ablation: str,
     )
 
 
-def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: TaxonomyConfig,
-                   ablations: list[str] | None = None) -> pd.DataFrame:
-    """One quadrant row per sample of ``samples`` for one model's deduped ``preds``.
+def complete_mask(agg: pd.DataFrame, n: np.ndarray) -> np.ndarray:
+    """True where every variant is usable with the image and under the ablation."""
+    counts = agg[["n_img_ok", "n_abl_ok"]].fillna(0).to_numpy(dtype=np.int64)
+    return (n > 0) & (counts[:, 0] == n) & (counts[:, 1] == n)
 
-    Columns: vlm_eval.schema.QUADRANT_COLUMNS minus ``model``, then the four columns of
-    ``ablation_columns`` for each of ``extra_ablations(preds, taxonomy, ablations)``.
-    """
-    scored = scored_predictions(preds)
-    vt = variant_table(samples, scored, taxonomy.ablation)
-    agg = sample_aggregates(vt).reindex(samples["sample_id"])
-    reasons = incomplete_reason(vt, taxonomy.ablation).reindex(samples["sample_id"])
+
+def quadrant_columns(samples: pd.DataFrame, agg: pd.DataFrame, reasons: np.ndarray, taxonomy: TaxonomyConfig) -> pd.DataFrame:
+    """The QUADRANT_COLUMNS (minus ``model``) from per-sample aggregates (positional)."""
     n = samples["n_variants"].to_numpy(dtype=np.int64)
     agg = agg.assign(n_variants=n)
     counts = agg[["n_img_ok", "n_abl_ok", "flips"]].fillna(0).to_numpy(dtype=np.int64)
-    complete = (n > 0) & (counts[:, 0] == n) & (counts[:, 1] == n)
-    reasons = reasons.to_numpy(dtype=object)
-    reasons = np.where(n == 0, "no prompt variants in samples/", reasons)
+    complete = complete_mask(agg, n)
+    reasons = np.where(n == 0, "no prompt variants in samples/", np.asarray(reasons, dtype=object))
     flips = counts[:, 2]
     consistent = pd.Series(flips == 0, index=agg.index)
     for col in ("img_ok", "img_yes", "abl_ok", "abl_yes"):
@@ -266,7 +262,7 @@ def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: Taxonom
         agreement = np.where(complete, agg["n_agree"].to_numpy(dtype=float) / np.maximum(n, 1), np.nan)
     m_img = np.where(has_pred, agg["img_margin"].to_numpy(dtype=float), np.nan)
     m_abl = np.where(has_abl, agg["abl_margin"].to_numpy(dtype=float), np.nan)
-    table = pd.DataFrame(
+    return pd.DataFrame(
         {
             "dataset": samples["dataset"].to_numpy(dtype=object),
             "sample_id": samples["sample_id"].to_numpy(dtype=object),
@@ -292,8 +288,51 @@ def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: Taxonom
             "incomplete_reason": _nullable(reasons, ~complete),
         }
     )
-    extras = [ablation_columns(samples, scored, a, taxonomy.reliance) for a in extra_ablations(preds, taxonomy, ablations)]
-    return pd.concat([table, *extras], axis=1) if extras else table
+
+
+def object_strings(preds: pd.DataFrame) -> pd.DataFrame:
+    """``preds`` with its string key columns as object/None (what the frame path expects)."""
+    cols = [c for c in ("model", "sample_id", "condition", "prompt_id", "error") if c in preds]
+    return preds.assign(**{c: preds[c].astype(object).where(preds[c].notna(), None) for c in cols})
+
+
+def frame_quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: TaxonomyConfig,
+                         extras: list[str]) -> pd.DataFrame:
+    """``quadrant_table`` by joins of variant tables (the general path, any input)."""
+    scored = scored_predictions(object_strings(preds))
+    n = samples["n_variants"].to_numpy(dtype=np.int64)
+    ids = samples["sample_id"]
+    vt = variant_table(samples, scored, taxonomy.ablation)
+    agg = sample_aggregates(vt).reindex(ids)
+    reasons = incomplete_reason(vt, taxonomy.ablation).reindex(ids).to_numpy(dtype=object)
+    table = quadrant_columns(samples, agg, reasons, taxonomy)
+    cols = [ablation_columns(sample_aggregates(variant_table(samples, scored, a)).reindex(ids), n, a, taxonomy.reliance)
+            for a in extras]
+    return pd.concat([table, *cols], axis=1) if cols else table
+
+
+def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: TaxonomyConfig,
+                   ablations: list[str] | None = None) -> pd.DataFrame:
+    """One quadrant row per sample of ``samples`` for one model's deduped ``preds``.
+
+    Columns: vlm_eval.schema.QUADRANT_COLUMNS minus ``model``, then the four columns of
+    ``ablation_columns`` for each of ``extra_ablations(preds, taxonomy, ablations)``.
+    Computed on the dense (samples x variants) layout of ``dense`` where it fits,
+    else by ``frame_quadrant_table``; both give the same table.
+    """
+    extras = extra_ablations(preds, taxonomy, ablations)
+    lay = dense.layout(samples, preds)
+    cells = {a: dense.ablation_cells(preds, lay, a) for a in [taxonomy.ablation, *extras]} if lay else {}
+    if lay is None or any(c is None for c in cells.values()):
+        return frame_quadrant_table(samples, preds, taxonomy, extras)
+    n, ok = lay["n"], lay["ok"]
+    agg = dense.aggregates(lay["img"], cells[taxonomy.ablation], ok, lay["margin"])
+    todo = ~complete_mask(agg, n) & (n > 0)
+    reasons = dense.incomplete_reasons(lay["img"], cells[taxonomy.ablation], ok, preds["error"], n, todo, taxonomy.ablation)
+    table = quadrant_columns(samples, agg, reasons, taxonomy)
+    cols = [ablation_columns(dense.aggregates(lay["img"], cells[a], ok, lay["margin"]), n, a, taxonomy.reliance)
+            for a in extras]
+    return pd.concat([table, *cols], axis=1) if cols else table
 
 
 def orphan_predictions(samples: pd.DataFrame, preds: pd.DataFrame) -> int:
