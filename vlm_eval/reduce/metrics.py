@@ -337,5 +337,6 @@ def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: Taxonom
 
 def orphan_predictions(samples: pd.DataFrame, preds: pd.DataFrame) -> int:
     """Prediction rows whose sample_id is not in samples/ (surfaced, never used)."""
-    sid = preds["sample_id"]
-    return int((sid.notna() & ~sid.isin(samples["sample_id"])).sum())
+    c, uniques = dense.codes(preds["sample_id"])
+    known = pd.Index(uniques).isin(samples["sample_id"].to_numpy(dtype=object))
+    return int(((c >= 0) & ~known[np.maximum(c, 0)]).sum()) if len(uniques) else 0

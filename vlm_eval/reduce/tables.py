@@ -103,15 +103,20 @@ def duplicate_sample_ids(run_url: str) -> list[str]:
 
 
 def raw_predictions(run_url: str) -> pd.DataFrame:
-    """Every prediction row of every model (``model`` from the hive path), not deduped."""
+    """Every prediction row of every model (``model`` from the hive path), not deduped.
+
+    String columns stay Arrow-backed (pandas ``str``, missing = NaN): no Python object
+    per cell; ``variant`` is Int64.
+    """
     table = storage.read_parquet_dir(storage.join(run_url, "predictions"), PREDICTIONS)
     if table is None:
         table = PREDICTIONS.empty_table()
-    df = table.to_pandas()
-    for col in ("model", "sample_id", "condition", "prompt_id", "image_sha256", "error"):
-        df[col] = _str(df[col])
+    df = table.to_pandas(types_mapper={pa.string(): _ARROW_STR, pa.large_string(): _ARROW_STR}.get)
     df["variant"] = df["variant"].astype("Int64")
     return df
+
+
+_ARROW_STR = pd.StringDtype("pyarrow", na_value=np.nan)
 
 
 def usable(preds: pd.DataFrame) -> pd.Series:
@@ -119,20 +124,41 @@ def usable(preds: pd.DataFrame) -> pd.Series:
     return preds["error"].isna() & preds["logprob_yes"].notna() & preds["logprob_no"].notna()
 
 
+def sort_codes(values: pd.Series) -> np.ndarray:
+    """Integer codes in sorted order of the values, missing last (sort_values' order)."""
+    codes, uniques = pd.factorize(values, sort=True)
+    return np.where(codes < 0, len(uniques), codes).astype(np.int64)
+
+
+def key_order(preds: pd.DataFrame) -> np.ndarray:
+    """Row order sorting ``preds`` by PREDICTION_KEY (stable, missing last), on integer codes."""
+    return np.lexsort([sort_codes(preds[c]) for c in reversed(PREDICTION_KEY)])
+
+
 def deduped_predictions(preds: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     """(one row per PREDICTION_KEY, dropped rows per model).
 
     Deterministic whatever the file order: rows are sorted by the key, then
     usable rows first, then by values; the first row of each key is kept.
+    The key sort runs on integer codes; only the rows of repeated keys are
+    sorted by values (the same order as one sort of every row by all columns).
     """
     if preds.empty:
         return preds.copy(), {}
-    order = preds.assign(_bad=~usable(preds))
-    by = PREDICTION_KEY + ["_bad", "logprob_yes", "logprob_no", "other_mass", "image_sha256", "error"]
-    order = order.sort_values(by, na_position="last", kind="mergesort")
-    dup = order.duplicated(PREDICTION_KEY, keep="first")
-    dropped = order.loc[dup, "model"].value_counts().astype(int).to_dict()
-    kept = order.loc[~dup].drop(columns="_bad").reset_index(drop=True)
+    order = key_order(preds)
+    keys = np.stack([sort_codes(preds[c])[order] for c in PREDICTION_KEY], 1)
+    dup = np.concatenate([[False], (keys[1:] == keys[:-1]).all(1)])
+    if dup.any():
+        group = np.cumsum(~dup) - 1
+        in_dup = np.bincount(group)[group] > 1
+        slots = np.flatnonzero(in_dup)
+        rows = np.sort(order[slots])
+        sub = preds.iloc[rows].reset_index(drop=True)
+        sub = sub.assign(_bad=~usable(sub).to_numpy())
+        by = PREDICTION_KEY + ["_bad"] + [c for c in ("logprob_yes", "logprob_no", "other_mass", "image_sha256", "error") if c in sub]
+        order[slots] = rows[sub.sort_values(by, na_position="last", kind="mergesort").index.to_numpy()]
+    dropped = preds["model"].iloc[order[dup]].value_counts().astype(int).to_dict()
+    kept = preds.iloc[order[~dup]].reset_index(drop=True)
     return kept, {str(k): int(v) for k, v in dropped.items()}
 
 
@@ -186,7 +212,8 @@ def quadrant_arrow(df: pd.DataFrame) -> pa.Table:
     cols = []
     for field in schema:
         values = df[field.name] if field.name in df else pd.Series([None] * len(df), dtype=object)
-        values = values.astype(object).where(values.notna(), None)
+        if not (values.dtype.kind in "fiub" and not isinstance(values.dtype, pd.api.extensions.ExtensionDtype)):
+            values = values.astype(object).where(values.notna(), None)
         cols.append(pa.array(values, type=field.type, from_pandas=True))
     return pa.Table.from_arrays(cols, schema=schema)
 
