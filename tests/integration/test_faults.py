@@ -80,7 +80,11 @@ def test_driver_killed_then_resumed_gives_identical_tables(tmp_path):
     run = tmp_path / "runs" / "planted-1"
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "succeeded" and record["attempt"] == 2
-    assert record["counts"]["models"]["scripted"]["units_skipped"] == n_before
+    done = record["counts"]["models"]["scripted"]
+    # A unit in flight when the driver died may still have committed (the actor ends a
+    # moment later): the resume skips at least what was committed, redoes the rest.
+    assert done["units_skipped"] >= n_before and done["units_scored"] >= 1
+    assert done["units_skipped"] + done["units_scored"] == done["units"]
     q_resumed, s_resumed = _tables(run)
     assert dict(zip(q_resumed["sample_id"], q_resumed["quadrant"])) == planted
     preds = pd.read_parquet(run / "predictions")
