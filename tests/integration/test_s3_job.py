@@ -180,3 +180,27 @@ def test_wrong_secret_key_is_a_clear_error(tmp_path, s3_env, s3_bucket, monkeypa
     assert "refused" in out2.err
     for text in (out.out + out.err, out2.out + out2.err):
         assert wrong not in text and s3_env["AWS_ACCESS_KEY_ID"] not in text
+
+
+def test_model_folder_on_s3_loads_and_scores_like_the_local_one(tmp_path, s3_env, s3_bucket, monkeypatch):
+    """models[].path may be an object-store URL: the engine copies it once to its cache."""
+    pytest.importorskip("transformers")
+    from PIL import Image as PILImage
+
+    from vlm_eval.engines.base import ScoreRequest
+    from vlm_eval.engines.transformers import TransformersEngine
+    from vlm_eval.models.tiny import build_tiny_model
+
+    monkeypatch.setenv("VLM_EVAL_CACHE", str(tmp_path / "cache"))
+    local = build_tiny_model("llava", str(tmp_path / "tiny-llava"))
+    remote = f"{s3_bucket}/models-{uuid.uuid4().hex[:8]}/tiny-llava"
+    _s3fs().put(local, remote.replace("s3://", ""), recursive=True)
+    image = PILImage.new("RGB", (40, 40), (90, 30, 200))
+    reqs = [ScoreRequest(prompt="Is there cardiomegaly?", image=image, image_uuid="x"),
+            ScoreRequest(prompt="Is there cardiomegaly?")]
+    opts = {"dtype": "float32", "device": "cpu", "cpu_threads": 1}
+    from_s3 = TransformersEngine({"name": "m", "path": remote, "options": opts}).score(reqs)
+    from_disk = TransformersEngine({"name": "m", "path": local, "options": opts}).score(reqs)
+    for a, b in zip(from_s3, from_disk):
+        assert a.error is None and a.logprobs == pytest.approx(b.logprobs, abs=1e-6)
+    assert list((tmp_path / "cache" / "remote").iterdir()), "the remote folder was cached locally"
