@@ -330,3 +330,15 @@ def test_llava_parity_with_images(llava):
     assert d < TOL
     assert _same_predictions(res, ref)
     assert not eng.image_attention_causal
+
+
+def test_llava_greedy_generation_matches_transformers(llava):
+    """VLLMEngine.generate (used by the paraphrase-generation stage) decodes greedily,
+    like the transformers engine's generate on the same weights."""
+    path, eng = llava
+    prompts = ["Rewrite this question: Is there a pleural effusion?", "Is the heart enlarged?"]
+    reqs = [ScoreRequest(prompt=p, system=SYSTEM) for p in prompts]
+    got = eng.generate(reqs, max_tokens=6)
+    ref = _transformers(path).generate(reqs, max_tokens=6)
+    assert len(got) == 2 and all(isinstance(t, str) for t in got)
+    assert got == ref and any(got), got  # non-empty: a real continuation was compared

@@ -277,6 +277,30 @@ class VLLMEngine:
         return [r if r is not None else ScoreResult(logprobs={}, error="EngineError: not scored")
                 for r in results]
 
+    def generate(self, requests: list[ScoreRequest], max_tokens: int) -> list[str]:
+        """Greedy continuations (temperature 0), at most ``max_tokens`` new tokens each,
+        without special tokens; one string per request, in order (base.GeneratingEngine).
+        Used by the paraphrase-generation stage; raises on failure (no per-request errors)."""
+        prepared = [self._prepare(req) for req in requests]
+        params = self._SamplingParams(max_tokens=int(max_tokens), temperature=0.0, skip_special_tokens=True)
+        lora = [self.lora_request] * len(requests) if self.lora_request is not None else None
+        out = [""] * len(requests)
+        # tokenization_kwargs apply per call: one call per BOS handling (see _run).
+        for kwargs in ({"add_special_tokens": False}, None):
+            idx = [i for i, p in enumerate(prepared) if p[3] == kwargs]
+            if not idx:
+                continue
+            try:
+                results = self.llm.generate([prepared[i][0] for i in idx], params, use_tqdm=False,
+                                            lora_request=[lora[i] for i in idx] if lora else None,
+                                            tokenization_kwargs=kwargs)
+            except Exception as exc:
+                self._raise_if_dead(exc)
+                raise
+            for i, res in zip(idx, results):
+                out[i] = res.outputs[0].text.strip()
+        return out
+
     # ---- internals ----------------------------------------------------------
     def _prepare(self, req: ScoreRequest):
         from PIL import Image
