@@ -56,12 +56,34 @@ ERRORS = pa.schema(
     ]
 )
 
-QUADRANT_COLUMNS = [
-    "model", "dataset", "sample_id", "patient_id", "finding", "label", "n_variants",
-    "prediction", "margin", "entropy", "correct", "consistent", "flips", "flip_rate",
-    "ablation", "ablated_prediction", "ablated_margin", "image_reliant", "margin_shift",
-    "ablation_agreement", "quadrant", "complete", "incomplete_reason",
-]
+# A quadrant shard file: one row per sample; `model` is the hive key (path only).
+QUADRANTS_FILE = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("sample_id", pa.string()),
+        ("patient_id", pa.string()),
+        ("finding", pa.string()),
+        ("label", pa.string()),
+        ("n_variants", pa.int32()),
+        ("prediction", pa.string()),
+        ("margin", pa.float64()),
+        ("entropy", pa.float64()),
+        ("correct", pa.bool_()),
+        ("consistent", pa.bool_()),
+        ("flips", pa.int32()),
+        ("flip_rate", pa.float64()),
+        ("ablation", pa.string()),
+        ("ablated_prediction", pa.string()),
+        ("ablated_margin", pa.float64()),
+        ("image_reliant", pa.bool_()),
+        ("margin_shift", pa.float64()),
+        ("ablation_agreement", pa.float64()),
+        ("quadrant", pa.string()),
+        ("complete", pa.bool_()),
+        ("incomplete_reason", pa.string()),
+    ]
+)
+QUADRANT_COLUMNS = ["model"] + QUADRANTS_FILE.names
 
 QUADRANTS = ("Ideal", "Fragile", "Dangerous", "Worst")
 

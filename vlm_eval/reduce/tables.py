@@ -16,38 +16,11 @@ import pyarrow.compute as pc
 
 from vlm_eval import storage
 from vlm_eval.config import TaxonomyConfig
-from vlm_eval.schema import ERRORS, PREDICTIONS, SAMPLES
+from vlm_eval.schema import ERRORS, PREDICTIONS, QUADRANTS_FILE, SAMPLES
 
 PREDICTION_KEY = ["model", "sample_id", "variant", "condition", "prompt_id"]
 SAMPLE_COLUMNS = ["sample_id", "dataset", "patient_id", "finding", "label", "n_variants"]
 
-# The quadrant shard schema: QUADRANT_COLUMNS minus `model` (the hive key, path only).
-QUADRANTS_FILE = pa.schema(
-    [
-        ("dataset", pa.string()),
-        ("sample_id", pa.string()),
-        ("patient_id", pa.string()),
-        ("finding", pa.string()),
-        ("label", pa.string()),
-        ("n_variants", pa.int32()),
-        ("prediction", pa.string()),
-        ("margin", pa.float64()),
-        ("entropy", pa.float64()),
-        ("correct", pa.bool_()),
-        ("consistent", pa.bool_()),
-        ("flips", pa.int32()),
-        ("flip_rate", pa.float64()),
-        ("ablation", pa.string()),
-        ("ablated_prediction", pa.string()),
-        ("ablated_margin", pa.float64()),
-        ("image_reliant", pa.bool_()),
-        ("margin_shift", pa.float64()),
-        ("ablation_agreement", pa.float64()),
-        ("quadrant", pa.string()),
-        ("complete", pa.bool_()),
-        ("incomplete_reason", pa.string()),
-    ]
-)
 
 
 def _str(series: pd.Series) -> pd.Series:
