@@ -186,7 +186,7 @@ class ScoringActor:
         self.run_id = run_id
         self.cache_url = cache_url
         self.model_key = cache.model_key(model)
-        self.cached = cache.load(cache_url, self.model_key) if cache_url else {}
+        self.cached = cache.load(cache_url, self.model_key) if cache_url else cache.EMPTY
         try:
             self.engine = load_engine(model)
         except Exception as exc:
@@ -214,8 +214,9 @@ class ScoringActor:
             fresh = score_isolating_failures(self.engine, requests)
             return fresh, 0, [], fresh
         ckeys = [cache.request_key(self.model_key, r, k["condition"]) for r, k in zip(requests, keys)]
+        hits = [self.cached.get(c) for c in ckeys]
         results: list[ScoreResult | None] = [
-            cache.hit_result(self.cached[c], r) if c in self.cached else None for r, c in zip(requests, ckeys)
+            cache.hit_result(h, r) if h is not None else None for r, h in zip(requests, hits)
         ]
         miss = [i for i, r in enumerate(results) if r is None]
         fresh = score_isolating_failures(self.engine, [requests[i] for i in miss])
