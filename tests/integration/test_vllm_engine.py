@@ -12,6 +12,8 @@ attention over image tokens, which Gemma3 uses (transformers does). Gemma3 image
 prompts are therefore compared with the transformers engine run with causal image
 attention (`_causal_images`), and, against the standard transformers engine, within
 the looser GEMMA3_CPU_IMAGE_TOL. LLaVA (causal everywhere) is compared directly.
+Qwen2-VL (needs torchvision; mrope positions, which both engines let the model compute)
+is compared directly.
 """
 from __future__ import annotations
 
@@ -93,7 +95,7 @@ def _assert_vision_tower_sees(folder: str) -> None:
     from safetensors.torch import load_file
 
     sd = load_file(os.path.join(folder, "model.safetensors"))
-    blind = [k for k, v in sd.items() if k.startswith("vision_tower.") and "norm" in k
+    blind = [k for k, v in sd.items() if k.startswith(("vision_tower.", "visual.")) and "norm" in k
              and k.endswith(".weight") and not v.any()]
     assert not blind, blind
 
@@ -342,3 +344,34 @@ def test_llava_greedy_generation_matches_transformers(llava):
     ref = _transformers(path).generate(reqs, max_tokens=6)
     assert len(got) == 2 and all(isinstance(t, str) for t in got)
     assert got == ref and any(got), got  # non-empty: a real continuation was compared
+
+
+@pytest.fixture(scope="module")
+def qwen2_vl(tmp_path_factory):
+    """Tiny Qwen2-VL (mrope positions, 2x2 patch merging; its processor needs torchvision)."""
+    from vlm_eval.engines.vllm import VLLMEngine
+
+    pytest.importorskip("torchvision")
+    path = _build("qwen2_vl", tmp_path_factory.mktemp("vllm_qwen2_vl"))
+    eng = VLLMEngine({"name": "tiny-qwen2-vl", "engine": "vllm", "path": path, "options": dict(OPTS)})
+    yield path, eng
+    eng.close()
+
+
+def test_qwen2_vl_parity_with_images(qwen2_vl):
+    """Qwen2-VL computes 3-D (mrope) positions from the attention mask itself; the
+    transformers engine must not override them with 1-D position_ids (it did once:
+    image prompts were then off by 0.15)."""
+    path, eng = qwen2_vl
+    reqs = _requests()
+    res = eng.score(reqs)
+    ref = _transformers(path).score(reqs)
+    text = [i for i, q in enumerate(reqs) if q.image is None]
+    image = [i for i, q in enumerate(reqs) if q.image is not None]
+    d = _max_diff(res, ref)
+    print(f"\nqwen2_vl parity (images and text): {d:.2e}")
+    assert d < TOL
+    assert _same_predictions(res, ref)
+    # the image changes the scores (the vision tower is not blind)
+    assert max(abs(_margin(res[i]) - _margin(res[j])) for i, j in zip(image, text)) > 10 * TOL
+    assert not eng.image_attention_causal

@@ -119,7 +119,10 @@ class TransformersEngine:
         # Only the last position's logits: full-vocab logits for every token would
         # cost batch x length x vocab memory (vocab is 262k for Gemma 3).
         self._logits_to_keep = "logits_to_keep" in params
-        self._pass_positions = "position_ids" in params
+        # Models with multimodal rotary positions (Qwen2/2.5-VL's mrope, get_rope_index)
+        # derive 3-D positions from the attention mask themselves; 1-D ones would be wrong.
+        own_positions = any(hasattr(m, "get_rope_index") for m in (self.model, getattr(self.model, "model", None)))
+        self._pass_positions = "position_ids" in params and not own_positions
         self._ids_cache: dict[tuple[str, ...], dict[str, list[int]]] = {}
 
     # ---- public -------------------------------------------------------------

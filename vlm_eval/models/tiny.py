@@ -21,7 +21,9 @@ import tempfile
 from typing import Any
 
 ARCHITECTURES: tuple[str, ...] = ("gemma3", "llava", "idefics3")
-"""Architectures ``build_tiny_model`` knows."""
+"""Architectures ``build_tiny_model`` builds with transformers alone."""
+TORCHVISION_ARCHITECTURES: tuple[str, ...] = ("qwen2_vl",)
+"""Also known, but their processors need torchvision (see tiny_qwen.py)."""
 
 DEMO_MODEL_NAME = "tiny-gemma3-v1"
 MARKER_FILE = "vlm_eval_tiny.json"
@@ -274,7 +276,7 @@ _BUILDERS = {"gemma3": _gemma3, "llava": _llava, "idefics3": _idefics3}
 
 
 def build_tiny_model(arch: str, out_dir: str, seed: int = 0) -> str:
-    """Build a tiny random-weight ``arch`` VLM (gemma3 | llava | idefics3) into ``out_dir``.
+    """Build a tiny random-weight ``arch`` VLM (gemma3 | llava | idefics3 | qwen2_vl) into ``out_dir``.
 
     The folder holds config, safetensors weights, tokenizer, processor and chat
     template, and ``vlm_eval_tiny.json`` saying the weights are untrained.
@@ -283,10 +285,17 @@ def build_tiny_model(arch: str, out_dir: str, seed: int = 0) -> str:
     import torch
     from transformers import AutoModelForImageTextToText
 
-    if arch not in _BUILDERS:
-        raise ValueError(f"unknown tiny architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
-    tokenizer = build_tokenizer(arch, seed)
-    config, processor = _BUILDERS[arch](tokenizer)
+    if arch == "qwen2_vl":
+        from vlm_eval.models.tiny_qwen import build_qwen_tokenizer, qwen2_vl
+
+        tokenizer = build_qwen_tokenizer(seed)
+        config, processor = qwen2_vl(tokenizer)
+    elif arch in _BUILDERS:
+        tokenizer = build_tokenizer(arch, seed)
+        config, processor = _BUILDERS[arch](tokenizer)
+    else:
+        known = ", ".join(ARCHITECTURES + TORCHVISION_ARCHITECTURES)
+        raise ValueError(f"unknown tiny architecture {arch!r}; known: {known}")
     with torch.random.fork_rng(devices=[]):  # don't disturb the caller's RNG
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)

@@ -137,3 +137,42 @@ def test_ensure_demo_model_replaces_a_half_written_folder(tmp_path, monkeypatch)
     path = ensure_demo_model()
     assert os.path.exists(os.path.join(path, MARKER_FILE))
     assert json.load(open(os.path.join(path, "config.json")))["model_type"] == "gemma3"
+
+
+def _has_torchvision() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - absent, or a build that fails to import
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_torchvision(), reason="Qwen2-VL's processor needs torchvision")
+def test_qwen2_vl_builds_and_reloads(tmp_path):
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder = build_tiny_model("qwen2_vl", str(tmp_path / "qwen2_vl"), seed=0)
+    model, info = AutoModelForImageTextToText.from_pretrained(folder, output_loading_info=True)
+    processor = AutoProcessor.from_pretrained(folder)
+    assert type(model).__name__ == "Qwen2VLForConditionalGeneration"
+    assert type(processor).__name__ == "Qwen2VLProcessor"
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    text_cfg = model.config.get_text_config()
+    assert text_cfg.hidden_size == 64 and text_cfg.num_hidden_layers == 2
+    assert text_cfg.hidden_size // text_cfg.num_attention_heads == 32
+    assert sum(text_cfg.rope_parameters["mrope_section"]) == 32 // 2
+    tok = processor.tokenizer
+    assert tok.bos_token is None  # like Qwen2's tokenizer
+    for a in ANSWERS:
+        assert len(tok.encode(a, add_special_tokens=False)) == 1, a
+    cfg = json.load(open(os.path.join(folder, "config.json")))
+    assert tok.convert_tokens_to_ids("<|image_pad|>") == cfg["image_token_id"]
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is there?"}]}]
+    text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    assert "<|vision_start|><|image_pad|><|vision_end|>" in text and text.endswith("<|im_start|>assistant\n")
+    out = processor(text=[text], images=[Image.new("RGB", (64, 64), "white")], return_tensors="pt")
+    assert (out["input_ids"] == cfg["image_token_id"]).sum() == 4  # 56x56 -> 4x4 patches -> 2x2 merged
+    keys = _keys(folder)
+    assert any(k.startswith("visual.") for k in keys) and any(k.startswith("model.layers.0.") for k in keys)
+    assert all(t.abs().sum() > 0 for k, t in keys.items() if t.ndim >= 2 or ("norm" in k and "weight" in k))
