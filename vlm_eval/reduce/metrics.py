@@ -338,5 +338,6 @@ def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: Taxonom
 def orphan_predictions(samples: pd.DataFrame, preds: pd.DataFrame) -> int:
     """Prediction rows whose sample_id is not in samples/ (surfaced, never used)."""
     c, uniques = dense.codes(preds["sample_id"])
-    known = pd.Index(uniques).isin(samples["sample_id"].to_numpy(dtype=object))
+    # object Index: a hash-table isin (a str Index would build one Arrow scalar per value)
+    known = pd.Index(uniques, dtype=object).isin(samples["sample_id"].to_numpy(dtype=object))
     return int(((c >= 0) & ~known[np.maximum(c, 0)]).sum()) if len(uniques) else 0

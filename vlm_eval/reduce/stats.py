@@ -27,17 +27,29 @@ def cluster_codes(patient_id, sample_id) -> np.ndarray:
     """Integer cluster per row: its patient when known, else its own sample."""
     pid = pd.Series(np.asarray(patient_id, dtype=object))
     sid = pd.Series(np.asarray(sample_id, dtype=object))
-    key = ("p:" + pid.astype(str)).where(pid.notna(), "s:" + sid.astype(str))
-    codes, _ = pd.factorize(key, sort=True)
-    return codes.astype(np.int64)
+    # The codes of factorize(sort=True) on the keys "p:<patient>" / "s:<sample>", without
+    # building them: every "p:" key sorts before every "s:" key, and within a prefix the
+    # order is that of the ids themselves.
+    has = pid.notna().to_numpy()
+    p_codes, p_uniques = pd.factorize(pid[has].astype(str), sort=True)
+    s_codes, _ = pd.factorize(sid[~has].astype(str), sort=True)
+    codes = np.empty(len(pid), dtype=np.int64)
+    codes[has] = p_codes
+    codes[~has] = np.where(s_codes >= 0, s_codes + len(p_uniques), -1)
+    return codes
 
 
 def bootstrap_weights(n_clusters: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """(n_boot, n_clusters) multiplicities of clusters drawn with replacement."""
     dtype = np.int32 if n_clusters < 2**31 else np.int64
     draws = rng.integers(0, n_clusters, size=(n_boot, n_clusters), dtype=dtype)
-    flat = (draws + (np.arange(n_boot, dtype=np.int64) * n_clusters)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_boot * n_clusters).reshape(n_boot, n_clusters)
+    cells = n_boot * n_clusters
+    if dtype == np.int32 and cells < 2**31:  # offset each resample's draws in place, no int64 copy
+        draws += (np.arange(n_boot, dtype=np.int32) * np.int32(n_clusters))[:, None]
+        flat = draws.ravel()
+    else:
+        flat = (draws + (np.arange(n_boot, dtype=np.int64) * n_clusters)[:, None]).ravel()
+    return np.bincount(flat, minlength=cells).reshape(n_boot, n_clusters)
 
 
 def bootstrap_ratios(num, den, clusters, n_boot: int = 1000, seed=0, level: float = 0.95):

@@ -36,6 +36,10 @@ EXTRA_COLUMNS = (
     + ["n_labelled", "mean_entropy", "auroc_entropy_dangerous", "auroc_abs_margin_dangerous"]
 )
 
+# quadrant columns summary_row reads (plus every ``*_reliant``)
+_USED = set(KEYS) | {"sample_id", "patient_id", "complete", "quadrant", "correct", "consistent", "flips",
+                     "n_variants", "entropy", "margin", "ablation_agreement"}
+
 
 def _bool(series: pd.Series) -> np.ndarray:
     return series.eq(True).to_numpy()
@@ -76,8 +80,11 @@ def ratio_inputs(complete: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndar
         rel = complete[f"{a}_reliant"]
         cols[f"frac_{a}_reliant"] = (_bool(rel).astype(float), rel.notna().to_numpy().astype(float))
     names = list(cols)
-    num = np.stack([cols[c][0] for c in names], 1) if len(complete) else np.zeros((0, len(names)))
-    den = np.stack([cols[c][1] for c in names], 1) if len(complete) else np.zeros((0, len(names)))
+    # column-major (n, K): each statistic's column is contiguous for the per-column bincounts
+    num = np.empty((len(complete), len(names)), order="F")
+    den = np.empty((len(complete), len(names)), order="F")
+    for j, c in enumerate(names):
+        num[:, j], den[:, j] = cols[c]
     return names, num, den
 
 
@@ -113,7 +120,8 @@ def _groups(frame: pd.DataFrame, by_finding: bool) -> pd.core.groupby.DataFrameG
 def summary_table(quadrants: pd.DataFrame, errored: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Summary rows for all models. quadrants: rows with ``model``; errored: one row per
     (model, errored sample) with model, sample_id, dataset, finding."""
-    q = quadrants.assign(_kind="q")
+    used = [c for c in quadrants.columns if c in _USED or c.endswith("_reliant")]  # the group frames copy only these
+    q = quadrants[used].assign(_kind="q")
     e = errored[["model", "sample_id", "dataset", "finding"]].assign(_kind="e")
     both = pd.concat([q, e], ignore_index=True) if len(e) else q
     both["model"] = both["model"].astype(object)

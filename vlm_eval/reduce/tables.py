@@ -7,6 +7,7 @@ a row with usable log-probabilities, and report how many were dropped per model.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,10 @@ def samples(run_url: str) -> pd.DataFrame:
     df["label"] = label.where(label.isin(["yes", "no"]), None).astype(object)
     df["n_variants"] = df["n_variants"].astype("int64")
     df = df[df["sample_id"].notna()].sort_values("sample_id", kind="mergesort")
-    return df.drop_duplicates("sample_id", keep="first").reset_index(drop=True)
+    sid = df["sample_id"].to_numpy(dtype=object)
+    first = np.ones(len(sid), dtype=bool)
+    first[1:] = sid[1:] != sid[:-1]  # sorted: a repeated sample_id follows its first row
+    return df[first].reset_index(drop=True)
 
 
 def duplicate_sample_ids(run_url: str) -> list[str]:
@@ -71,8 +75,9 @@ def duplicate_sample_ids(run_url: str) -> list[str]:
     table = storage.read_parquet_dir(storage.join(run_url, "samples"), SAMPLES)
     if table is None:
         return []
-    ids = pd.Series(table.column("sample_id").to_pylist(), dtype=object)
-    return sorted(ids[ids.duplicated()].dropna().unique().tolist())
+    counts = pc.value_counts(table.column("sample_id"))
+    repeated = pc.and_(pc.greater(counts.field("counts"), 1), pc.is_valid(counts.field("values")))
+    return sorted(counts.field("values").filter(repeated).to_pylist())
 
 
 def raw_predictions(run_url: str) -> pd.DataFrame:
@@ -103,9 +108,24 @@ def sort_codes(values: pd.Series) -> np.ndarray:
     return np.where(codes < 0, len(uniques), codes).astype(np.int64)
 
 
-def key_order(preds: pd.DataFrame) -> np.ndarray:
-    """Row order sorting ``preds`` by PREDICTION_KEY (stable, missing last), on integer codes."""
-    return np.lexsort([sort_codes(preds[c]) for c in reversed(PREDICTION_KEY)])
+def key_codes(preds: pd.DataFrame) -> np.ndarray:
+    """(n, len(PREDICTION_KEY)) sort codes of the key columns (``sort_codes``), computed once."""
+    return np.stack([sort_codes(preds[c]) for c in PREDICTION_KEY], 1)
+
+
+def key_order(codes: np.ndarray) -> np.ndarray:
+    """Row order sorting rows by their ``key_codes`` (stable, lexicographic, missing last).
+
+    One stable argsort of a combined int64 key where the code ranges fit (the same
+    permutation as ``np.lexsort``), else ``np.lexsort``.
+    """
+    sizes = [int(col.max()) + 1 if len(col) else 1 for col in codes.T]
+    if math.prod(sizes) < 2**62:
+        combined = np.zeros(len(codes), dtype=np.int64)
+        for j, n in enumerate(sizes):
+            combined = combined * n + codes[:, j]
+        return np.argsort(combined, kind="stable")
+    return np.lexsort(codes.T[::-1])
 
 
 def deduped_predictions(preds: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -118,8 +138,9 @@ def deduped_predictions(preds: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, in
     """
     if preds.empty:
         return preds.copy(), {}
-    order = key_order(preds)
-    keys = np.stack([sort_codes(preds[c])[order] for c in PREDICTION_KEY], 1)
+    codes = key_codes(preds)
+    order = key_order(codes)
+    keys = codes[order]
     dup = np.concatenate([[False], (keys[1:] == keys[:-1]).all(1)])
     if dup.any():
         group = np.cumsum(~dup) - 1
@@ -131,7 +152,11 @@ def deduped_predictions(preds: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, in
         by = PREDICTION_KEY + ["_bad"] + [c for c in ("logprob_yes", "logprob_no", "other_mass", "image_sha256", "error") if c in sub]
         order[slots] = rows[sub.sort_values(by, na_position="last", kind="mergesort").index.to_numpy()]
     dropped = preds["model"].iloc[order[dup]].value_counts().astype(int).to_dict()
-    kept = preds.iloc[order[~dup]].reset_index(drop=True)
+    keep = order[~dup]
+    if len(keep) == len(preds) and bool((keep == np.arange(len(keep))).all()):
+        kept = preds.reset_index(drop=True)  # already in key order, nothing dropped: no copy of every column
+    else:
+        kept = preds.iloc[keep].reset_index(drop=True)
     return kept, {str(k): int(v) for k, v in dropped.items()}
 
 
