@@ -141,7 +141,9 @@ def deduped_predictions(preds: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, in
     codes = key_codes(preds)
     order = key_order(codes)
     keys = codes[order]
+    del codes  # (n, 5) int64: free before the next copy
     dup = np.concatenate([[False], (keys[1:] == keys[:-1]).all(1)])
+    del keys
     if dup.any():
         group = np.cumsum(~dup) - 1
         in_dup = np.bincount(group)[group] > 1
