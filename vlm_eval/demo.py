@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from vlm_eval import storage
 from vlm_eval.config import Job, validate_job
 
 DEMO_MODEL = "builtin:tiny-gemma3"
@@ -15,10 +16,6 @@ UNTRAINED_NOTE = (
     "NOTE: the demo model is a tiny, UNTRAINED random-weight Gemma3 built locally; its answers\n"
     "      are noise. The demo exercises the pipeline end to end, it evaluates no real model."
 )
-
-
-def cache_dir() -> str:
-    return os.environ.get("VLM_EVAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vlm_eval")
 
 
 def resolve_model_path(path: str | None) -> str | None:
@@ -37,7 +34,7 @@ def demo_job(output: str, n_samples: int) -> Job:
             "output": output,
             "dataset": {
                 "adapter": "synthetic",
-                "images": os.path.join(cache_dir(), "demo-images"),
+                "images": os.path.join(storage.cache_dir(), "demo-images"),
                 "findings": ["cardiomegaly", "pleural effusion", "pneumothorax"],
                 "options": {"n_samples": n_samples, "seed": 0},
             },

@@ -97,10 +97,6 @@ SUMMARY_COLUMNS = (
 )
 
 
-def empty_table(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
-
-
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Select and cast ``table`` to ``schema``; missing columns become nulls."""
     cols = []

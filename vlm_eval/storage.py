@@ -53,6 +53,12 @@ def _explain_access_errors(fn):
     return wrapper
 
 
+def cache_dir() -> str:
+    """Local cache for built models, copied remote folders and generated images:
+    ``$VLM_EVAL_CACHE`` or ``~/.cache/vlm_eval``."""
+    return os.environ.get("VLM_EVAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vlm_eval")
+
+
 def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 

@@ -229,7 +229,7 @@ def _generate(out_dir: str, n_samples: int, findings: list[str] | None, seed: in
 
 
 def default_images_dir(seed: int, size: int, findings: list[str]) -> str:
-    root = os.environ.get("VLM_EVAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vlm_eval")
+    root = storage.cache_dir()
     tag = hashlib.sha256("|".join(findings).encode()).hexdigest()[:8]
     return os.path.join(root, "synthetic", f"seed{seed}-{size}px-{tag}")
 

@@ -77,9 +77,6 @@ def can_generate(engine: object) -> bool:
     return callable(getattr(engine, "generate", None))
 
 
-EngineFactory = "Callable[[Mapping[str, Any]], Engine]"
-
-
 def option_spellings(option: str) -> list[str]:
     """Spellings of an answer option that count for it: Yes, " Yes", yes, " yes"."""
     forms = [option, option.lower(), option.capitalize()]
@@ -104,10 +101,6 @@ def logsumexp(values: Iterable[float]) -> float:
 def error_text(exc: BaseException) -> str:
     """How a failed request's error reads in the predictions table: 'Type: message'."""
     return f"{type(exc).__name__}: {exc}"
-
-
-def error_result(request: ScoreRequest, message: str) -> ScoreResult:
-    return ScoreResult(logprobs={}, error=message)
 
 
 def check_results(requests: list[ScoreRequest], results: list[ScoreResult]) -> list[ScoreResult]:

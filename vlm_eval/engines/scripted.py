@@ -69,7 +69,6 @@ class ScriptedEngine:
         self.delay_s = float(options.get("delay_s", 0.0))
         self.dead = bool(options.get("dead", False))
         self.crash_once_file = options.get("crash_once_file")
-        self.calls = 0
 
     def _margin(self, req: ScoreRequest) -> float:
         if req.image is None:
@@ -83,7 +82,6 @@ class ScriptedEngine:
         return self.default
 
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        self.calls += 1
         if self.dead:
             raise RuntimeError("scripted engine is dead (options.dead = true)")
         if self.crash_once_file and not os.path.exists(self.crash_once_file):
@@ -110,7 +108,6 @@ class ScriptedEngine:
 
     def generate(self, requests: list[ScoreRequest], max_tokens: int) -> list[str]:
         """Planted texts (see module docstring); deterministic like greedy decoding."""
-        self.calls += 1
         if self.dead:
             raise RuntimeError("scripted engine is dead (options.dead = true)")
         table = self.script.get("generate") or {}

@@ -36,10 +36,9 @@ def localize(path: str, what: str = "model") -> str:
         if not os.path.isdir(local):
             raise InputError(f"{what} path {path!r} does not exist or is not a folder")
         return local
-    from vlm_eval.models.tiny import cache_dir
 
     fs, root = storage.filesystem(path)
-    target = os.path.join(cache_dir(), "remote", hashlib.sha256(path.encode()).hexdigest()[:16])
+    target = os.path.join(storage.cache_dir(), "remote", hashlib.sha256(path.encode()).hexdigest()[:16])
     if os.path.isfile(os.path.join(target, ".complete")):
         return target
     if not fs.isdir(root):

@@ -2,6 +2,6 @@
 
 Importing this package imports no torch; building a model does.
 """
-from vlm_eval.models.tiny import ARCHITECTURES, build_tiny_model, cache_dir, ensure_demo_model
+from vlm_eval.models.tiny import ARCHITECTURES, build_tiny_model, ensure_demo_model
 
-__all__ = ["ARCHITECTURES", "build_tiny_model", "cache_dir", "ensure_demo_model"]
+__all__ = ["ARCHITECTURES", "build_tiny_model", "ensure_demo_model"]

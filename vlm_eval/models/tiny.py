@@ -179,23 +179,28 @@ def build_tokenizer(arch: str, seed: int = 0):
     return fast
 
 
+def _text_dims(tokenizer) -> dict:
+    """Language-model sizes and special ids shared by every tiny architecture."""
+    return dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
+                num_hidden_layers=LAYERS, num_attention_heads=2, num_key_value_heads=1, head_dim=HEAD_DIM,
+                max_position_embeddings=2048, initializer_range=INIT_RANGE, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+
+
+def _vision_dims() -> dict:
+    """Vision-tower sizes shared by every tiny architecture."""
+    return dict(hidden_size=VISION_HIDDEN, intermediate_size=2 * VISION_HIDDEN, num_hidden_layers=LAYERS,
+                num_attention_heads=1, image_size=IMAGE_SIZE, patch_size=PATCH)
+
+
 def _gemma3(tokenizer):
     from transformers import Gemma3Config, Gemma3Processor
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
     mm_tokens = 4  # 4x4 patches average-pooled to 2x2
     config = Gemma3Config(
-        text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
-            num_hidden_layers=LAYERS, num_attention_heads=2, num_key_value_heads=1, head_dim=HEAD_DIM,
-            query_pre_attn_scalar=HEAD_DIM, max_position_embeddings=2048, sliding_window=512,
-            initializer_range=INIT_RANGE, pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        ),
-        vision_config=dict(
-            hidden_size=VISION_HIDDEN, intermediate_size=2 * VISION_HIDDEN, num_hidden_layers=LAYERS,
-            num_attention_heads=1, image_size=IMAGE_SIZE, patch_size=PATCH, vision_use_head=False,
-        ),
+        text_config=dict(_text_dims(tokenizer), query_pre_attn_scalar=HEAD_DIM, sliding_window=512),
+        vision_config=dict(_vision_dims(), vision_use_head=False),
         mm_tokens_per_image=mm_tokens,
         boi_token_index=tokenizer.convert_tokens_to_ids("<start_of_image>"),
         eoi_token_index=tokenizer.convert_tokens_to_ids("<end_of_image>"),
@@ -215,16 +220,8 @@ def _llava(tokenizer):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
-        num_hidden_layers=LAYERS, num_attention_heads=2, num_key_value_heads=1, head_dim=HEAD_DIM,
-        max_position_embeddings=2048, initializer_range=INIT_RANGE, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    vision = CLIPVisionConfig(
-        hidden_size=VISION_HIDDEN, intermediate_size=2 * VISION_HIDDEN, num_hidden_layers=LAYERS,
-        num_attention_heads=1, image_size=IMAGE_SIZE, patch_size=PATCH, projection_dim=VISION_HIDDEN,
-    )
+    text = LlamaConfig(**_text_dims(tokenizer))
+    vision = CLIPVisionConfig(**_vision_dims(), projection_dim=VISION_HIDDEN)
     config = LlavaConfig(
         text_config=text, vision_config=vision,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
@@ -247,16 +244,8 @@ def _idefics3(tokenizer):
 
     scale = 2
     config = Idefics3Config(
-        text_config=dict(
-            model_type="llama", vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
-            num_hidden_layers=LAYERS, num_attention_heads=2, num_key_value_heads=1, head_dim=HEAD_DIM,
-            max_position_embeddings=2048, initializer_range=INIT_RANGE, pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        ),
-        vision_config=dict(
-            hidden_size=VISION_HIDDEN, intermediate_size=2 * VISION_HIDDEN, num_hidden_layers=LAYERS,
-            num_attention_heads=1, image_size=IMAGE_SIZE, patch_size=PATCH, initializer_range=INIT_RANGE,
-        ),
+        text_config=dict(_text_dims(tokenizer), model_type="llama"),
+        vision_config=dict(_vision_dims(), initializer_range=INIT_RANGE),
         scale_factor=scale,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         pad_token_id=tokenizer.pad_token_id,
@@ -359,17 +348,14 @@ _HUB_PREFIXES = (
 )
 
 
-def cache_dir() -> str:
-    """Where built models are cached: ``$VLM_EVAL_CACHE`` or ``~/.cache/vlm_eval``."""
-    return os.environ.get("VLM_EVAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vlm_eval")
-
-
 def ensure_demo_model() -> str:
     """Build the tiny Gemma3 demo model once into the cache and return its folder.
 
     The build goes to a temporary folder beside the target and is renamed into
     place, so a crash or a concurrent builder never leaves a half-written model.
     """
+    from vlm_eval.storage import cache_dir
+
     target = os.path.join(cache_dir(), "models", DEMO_MODEL_NAME)
     if _is_complete(target):
         return target
