@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from vlm_eval.datasets import _label_common as lc
+from vlm_eval.errors import InputError
 
 LABEL_COLUMNS = [
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
@@ -90,6 +91,18 @@ def to_codes(raw: pd.DataFrame, findings: list[str], uncertain: str, blank: str,
     stats["label_policy"] = {"uncertain": uncertain, "blank": blank}
     message = "label value(s) not 1.0 / 0.0 / -1.0 / blank: " + why.str.rstrip("; ")
     return codes, bad, message
+
+
+def label_setup(cfg, opts: dict[str, Any], raw: pd.DataFrame, dataset: str, what: str,
+                path: str) -> tuple[str, str, list[str]]:
+    """(uncertain policy, blank policy, findings) for a CheXpert-style label file,
+    checking that ``raw`` has a label column for every finding asked for."""
+    uncertain, blank = policy(opts, dataset)
+    findings = lc.resolve_findings(cfg.findings, CATALOGUE, DEFAULT_FINDINGS, dataset, path)
+    missing = [COLUMN_OF[f] for f in findings if COLUMN_OF[f] not in raw.columns]
+    if missing:
+        raise InputError(f"{what} {path} lacks label column(s) {missing} for dataset.findings")
+    return uncertain, blank, findings
 
 
 def labelled_images(img: pd.DataFrame, raw: pd.DataFrame, findings: list[str], uncertain: str, blank: str,

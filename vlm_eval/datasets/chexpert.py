@@ -23,7 +23,6 @@ from vlm_eval.config import DatasetConfig
 from vlm_eval.datasets import _chexpert_labels as cx
 from vlm_eval.datasets import _label_common as lc
 from vlm_eval.datasets.base import SampleSet
-from vlm_eval.errors import InputError
 
 NAME = "chexpert"
 FRONTAL = ("AP", "PA", "LL", "RL", "FRONTAL")
@@ -53,11 +52,7 @@ class CheXpertAdapter:
 
     def from_frame(self, raw: pd.DataFrame, cfg: DatasetConfig, path: str) -> SampleSet:
         opts = lc.parse_options(cfg, self.options_doc, NAME)
-        uncertain, blank = cx.policy(opts, NAME)
-        findings = lc.resolve_findings(cfg.findings, cx.CATALOGUE, cx.DEFAULT_FINDINGS, NAME, path)
-        missing = [cx.COLUMN_OF[f] for f in findings if cx.COLUMN_OF[f] not in raw.columns]
-        if missing:
-            raise InputError(f"CheXpert labels CSV {path} lacks label column(s) {missing} for dataset.findings")
+        uncertain, blank, findings = cx.label_setup(cfg, opts, raw, NAME, "CheXpert labels CSV", path)
         stats: dict[str, Any] = {"file": path, "rows_read": int(len(raw))}
         raw = raw.reset_index(drop=True)
         parts = lc.extract(raw["Path"], _PATH_RE)

@@ -98,11 +98,7 @@ class MimicCxrAdapter:
     def from_frames(self, labels: pd.DataFrame, meta: pd.DataFrame, split: pd.DataFrame | None,
                     cfg: DatasetConfig, path: str) -> SampleSet:
         opts = lc.parse_options(cfg, self.options_doc, NAME)
-        uncertain, blank = cx.policy(opts, NAME)
-        findings = lc.resolve_findings(cfg.findings, cx.CATALOGUE, cx.DEFAULT_FINDINGS, NAME, path)
-        missing = [cx.COLUMN_OF[f] for f in findings if cx.COLUMN_OF[f] not in labels.columns]
-        if missing:
-            raise InputError(f"MIMIC-CXR-JPG label file {path} lacks label column(s) {missing} for dataset.findings")
+        uncertain, blank, findings = cx.label_setup(cfg, opts, labels, NAME, "MIMIC-CXR-JPG label file", path)
         stats: dict[str, Any] = {"file": path, "rows_read": int(len(labels)), "metadata_rows_read": int(len(meta))}
         labels = labels.reset_index(drop=True)
         labels["_row"] = labels.index + 1
