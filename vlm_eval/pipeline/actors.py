@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-import traceback
 import zlib
 from typing import Any
 
@@ -25,7 +23,6 @@ from vlm_eval.errors import EngineError
 from vlm_eval.pipeline.layout import RunLayout
 from vlm_eval.schema import ERRORS, IMAGE, IMAGE_FREE_ABLATIONS, PREDICTIONS_FILE, conform
 
-log = logging.getLogger("vlm_eval.pipeline")
 
 
 # ---------------------------------------------------------------- stage 1: images
@@ -229,9 +226,10 @@ class ScoringActor:
         errors = json.loads(row.get("image_errors") or "[]")
         try:
             requests, keys = build_requests(row, self.system, self.ablations)
-        except Exception as exc:  # noqa: BLE001 - a bad unit must not kill the actor
-            log.error("unit %s: building requests failed: %s", row["unit_id"], traceback.format_exc(limit=3))
-            raise EngineError(f"unit {row['unit_id']}: cannot build requests: {exc}") from exc
+        except Exception as exc:
+            # Images were validated when loaded, so this is a bug, not bad input: stop
+            # the job, naming the unit (the cause is chained).
+            raise RuntimeError(f"unit {row['unit_id']}: cannot build requests: {exc}") from exc
         results, n_cached, miss_keys, fresh = self._score_with_cache(requests, keys)
         table = prediction_table(keys, results, ("Yes", "No"))
         if errors:
