@@ -17,7 +17,7 @@ import pyarrow as pa
 from vlm_eval import storage
 from vlm_eval.config import Job
 from vlm_eval.errors import InputError, JobFailedError
-from vlm_eval.pipeline.layout import RunLayout
+from vlm_eval.layout import RunLayout
 from vlm_eval.provenance import now_iso, package_versions, redact
 from vlm_eval.schema import ERRORS, SAMPLES, conform
 

@@ -20,7 +20,7 @@ from vlm_eval import storage
 from vlm_eval.pipeline import cache
 from vlm_eval.engines.base import ScoreRequest, ScoreResult, check_results
 from vlm_eval.errors import EngineError
-from vlm_eval.pipeline.layout import RunLayout
+from vlm_eval.layout import RunLayout
 from vlm_eval.schema import ERRORS, IMAGE, IMAGE_FREE_ABLATIONS, PREDICTIONS_FILE, conform
 
 

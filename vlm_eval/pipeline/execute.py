@@ -8,7 +8,7 @@ from functools import partial
 
 from vlm_eval.config import Job, ModelConfig
 from vlm_eval.pipeline.actors import ScoringActor, load_unit_images
-from vlm_eval.pipeline.layout import RunLayout
+from vlm_eval.layout import RunLayout
 from vlm_eval.pipeline.plan import WorkUnit
 
 log = logging.getLogger("vlm_eval.pipeline")

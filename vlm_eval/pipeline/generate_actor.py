@@ -86,7 +86,7 @@ def prepare_generated_set(job, run_url: str, existing: dict | None) -> tuple[Any
     RUN/prompt_sets/) or already has samples reuses it: generation runs once per run.
     """
     from vlm_eval import storage
-    from vlm_eval.pipeline.layout import RunLayout
+    from vlm_eval.layout import RunLayout
     from vlm_eval.pipeline.ray_env import ensure_ray
     from vlm_eval.prompts import load_prompt_set
     from vlm_eval.prompts.generate import generate_prompt_set

@@ -1,4 +1,4 @@
-"""Where every file of a run lives. Deterministic names make reruns idempotent.
+"""Where every file of a run lives (the one source of truth for run-folder paths). Deterministic names make reruns idempotent.
 
 A prediction shard ``predictions/model=NAME/shard-<unit>.parquet`` is committed
 atomically (temp file + rename locally, one PUT on object stores) and *is* the
@@ -56,6 +56,22 @@ class RunLayout:
     @property
     def summary_json(self) -> str:
         return self.path("summary.json")
+
+    @property
+    def summary_parquet(self) -> str:
+        return self.path("summary.parquet")
+
+    @property
+    def quadrants_dir(self) -> str:
+        return self.path("quadrants")
+
+    def model_quadrants_dir(self, model: str) -> str:
+        return self.path("quadrants", f"model={model}")
+
+    @property
+    def progress_json(self) -> str:
+        """Live progress of an in-flight run (written by the driver, read by ``vlm-eval status``)."""
+        return self.path("progress.json")
 
     @property
     def report_html(self) -> str:
