@@ -76,8 +76,10 @@ def run_job(job: Job, *, progress: Callable[[str, int, int], None] | None = None
             shutdown_ray: bool = True) -> RunResult:
     """Run (or resume) ``job`` end to end. Raises JobFailedError past the error budget."""
     from vlm_eval.reduce import reduce_run
+    from vlm_eval.pipeline.ray_env import check_output
     from vlm_eval.report import write_report
 
+    check_output(job.output, job.resources.ray_address)  # relative output on a cluster: refuse
     run_id = job.resolved_run_id()
     run_url = storage.join(job.output, run_id)
     layout = RunLayout(run_url)
