@@ -169,7 +169,7 @@ def _score_all(job: Job, layout: RunLayout, run_id: str, progress) -> tuple[dict
 
 def _with_resolved_models(job: Job) -> Job:
     """Resolve ``builtin:`` model paths to local folders (the recorded job keeps the name)."""
-    from vlm_eval.demo import resolve_model_path
+    from vlm_eval.engines.model_paths import resolve_model_path
 
     models = [m.model_copy(update={"path": resolve_model_path(m.path)}) for m in job.models]
     return job.model_copy(update={"models": models})

@@ -1,0 +1,62 @@
+"""Where a model's files are: ``builtin:`` names and remote folders become local folders.
+
+Shared by every engine and by the run (which resolves ``builtin:`` paths before its
+actors start). Imports no torch; building the built-in model does, lazily.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+
+from vlm_eval import storage
+from vlm_eval.errors import InputError
+
+DEMO_MODEL = "builtin:tiny-gemma3"
+"""The built-in demo model: a tiny random-weight Gemma3 built locally on first use."""
+
+
+def resolve_model_path(path: str | None) -> str | None:
+    """Turn ``builtin:`` model names into a local folder (built on first use)."""
+    if path == DEMO_MODEL:
+        from vlm_eval.models.tiny import ensure_demo_model
+
+        return ensure_demo_model()
+    return path
+
+
+def localize(path: str, what: str = "model") -> str:
+    """A local folder for ``path``: itself if local, else a cached copy made with fsspec.
+
+    Remote folders are copied once into ``<cache>/remote/<hash>`` (atomically:
+    a temp folder renamed into place), so each actor reads local files.
+    """
+    if not storage.is_url(path):
+        local = path[len("file://"):] if path.startswith("file://") else path
+        local = os.path.expanduser(local)
+        if not os.path.isdir(local):
+            raise InputError(f"{what} path {path!r} does not exist or is not a folder")
+        return local
+
+    fs, root = storage.filesystem(path)
+    target = os.path.join(storage.cache_dir(), "remote", hashlib.sha256(path.encode()).hexdigest()[:16])
+    if os.path.isfile(os.path.join(target, ".complete")):
+        return target
+    if not fs.isdir(root):
+        raise InputError(f"{what} path {path!r} does not exist or is not a folder")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".download-", dir=os.path.dirname(target))
+    try:
+        root = root.rstrip("/")
+        for remote in fs.find(root):
+            rel = remote[len(root):].lstrip("/")
+            dest = os.path.join(tmp, rel)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            fs.get_file(remote, dest)
+        open(os.path.join(tmp, ".complete"), "w").close()
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier copy
+        os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
