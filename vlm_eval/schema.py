@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-# Conditions: "image" plus ablations.
+# The with-image condition; every condition ("image" plus ablations) is in the
+# registry, vlm_eval.conditions.
 IMAGE = "image"
-ABLATIONS = ("text_only", "blank", "noise", "swap")
-# Ablations that do not depend on the sample's image: stored once per prompt_id.
-IMAGE_FREE_ABLATIONS = ("text_only",)
 
 SAMPLES = pa.schema(
     [

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import zlib
 from typing import Any
 
 import pyarrow as pa
@@ -21,7 +20,7 @@ from vlm_eval.pipeline import cache
 from vlm_eval.engines.base import ScoreRequest, ScoreResult, check_results
 from vlm_eval.errors import EngineError
 from vlm_eval.layout import RunLayout
-from vlm_eval.schema import ERRORS, IMAGE, IMAGE_FREE_ABLATIONS, PREDICTIONS_FILE, conform
+from vlm_eval.schema import ERRORS, PREDICTIONS_FILE, conform
 
 
 
@@ -99,8 +98,11 @@ def _decode(data: bytes):
 
 
 def build_requests(row: dict[str, Any], system: str | None, ablations: list[str]) -> tuple[list[ScoreRequest], list[dict]]:
-    """Requests of one unit, and the prediction-row keys they fill (same order)."""
-    from vlm_eval.datasets.images import blank_like, noise_like
+    """Requests of one unit, and the prediction-row keys they fill (same order).
+
+    Each image-dependent condition of the registry builds its own view of the sample.
+    """
+    from vlm_eval.conditions import InputImage, ViewContext, image_conditions
 
     items = json.loads(row["items"])
     requests: list[ScoreRequest] = []
@@ -111,27 +113,23 @@ def build_requests(row: dict[str, Any], system: str | None, ablations: list[str]
             keys.append({"sample_id": None, "variant": None, "condition": "text_only",
                          "prompt_id": it["prompt_id"], "image_sha256": None})
         return requests, keys
-    image_dependent = [a for a in ablations if a not in IMAGE_FREE_ABLATIONS]
+    conditions = image_conditions(ablations)
     for it, data, swap, sha, swap_sha in zip(items, row["images"], row["swap_images"], row["image_sha256"],
                                              row["swap_sha256"]):
         if data is None:
             continue  # image failed to load: already an error row
         image = _decode(data)
-        views = [(IMAGE, image, sha)]
-        for ablation in image_dependent:
-            if ablation == "blank":
-                views.append((ablation, blank_like(image), f"blank-{image.width}x{image.height}"))
-            elif ablation == "noise":
-                seed = zlib.crc32(it["sample_id"].encode())
-                views.append((ablation, noise_like(image, seed), f"noise-{seed}-{image.width}x{image.height}"))
-            elif ablation == "swap" and swap is not None:
-                swap_img = _decode(swap)
-                views.append((ablation, swap_img, swap_sha))
-        for condition, img, uuid in views:
+        partner = InputImage(swap_sha, _decode(swap)) if swap is not None else None
+        ctx = ViewContext(it["sample_id"], sha, image.size, image, {"swap_image_uri": partner})
+        for cond in conditions:
+            view = cond.view(ctx)
+            if view is None:
+                continue
             for variant, (prompt, pid) in enumerate(zip(it["prompts"], it["prompt_ids"])):
-                requests.append(ScoreRequest(prompt=prompt, system=system, image=img, image_uuid=uuid,
+                requests.append(ScoreRequest(prompt=prompt, system=system, image=view.image,
+                                             image_uuid=view.image_uuid,
                                              metadata={"sample_id": it["sample_id"], "variant": variant}))
-                keys.append({"sample_id": it["sample_id"], "variant": variant, "condition": condition,
+                keys.append({"sample_id": it["sample_id"], "variant": variant, "condition": cond.name,
                              "prompt_id": pid, "image_sha256": sha})
     return requests, keys
 

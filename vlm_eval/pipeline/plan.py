@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from vlm_eval.prompts import prompt_id
-from vlm_eval.schema import IMAGE_FREE_ABLATIONS
+from vlm_eval.conditions import IMAGE_FREE_NAMES as IMAGE_FREE_ABLATIONS
 
 TEXT_PROMPTS_PER_UNIT_FACTOR = 8  # text prompts are cheap: bigger units, fewer files
 
