@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vlm_eval.errors import ConfigError
-from vlm_eval.schema import ABLATIONS, IMAGE
+from vlm_eval.conditions import ABLATION_NAMES as ABLATIONS, IMAGE
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 DEFAULT_SYSTEM = "You are a medical imaging expert. For yes/no questions, respond with only Yes or No."
