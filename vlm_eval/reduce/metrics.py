@@ -29,7 +29,7 @@ import pandas as pd
 from vlm_eval.config import TaxonomyConfig
 from vlm_eval.reduce import dense
 from vlm_eval.reduce.tables import usable
-from vlm_eval.schema import ABLATIONS, IMAGE
+from vlm_eval.conditions import ABLATION_NAMES as ABLATIONS, IMAGE
 
 _LN2 = np.log(2.0)
 
