@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, runtime_checkable
+
+from vlm_eval.errors import EngineError
 
 if TYPE_CHECKING:  # PIL is light, but keep the protocol import-free
     from PIL.Image import Image
 
-DEFAULT_OPTIONS: tuple[str, ...] = ("Yes", "No")
+ANSWER_OPTIONS: tuple[str, ...] = ("Yes", "No")
+"""The answer options every request asks about (positive first); the one definition."""
 
 
 @dataclass
@@ -27,7 +30,7 @@ class ScoreRequest:
     """Optional system prompt."""
     image: "Image | None" = None
     """The image (RGB PIL image), or None for a text-only prompt."""
-    options: tuple[str, ...] = DEFAULT_OPTIONS
+    options: tuple[str, ...] = ANSWER_OPTIONS
     """Answer options whose log-probabilities are wanted (first = positive)."""
     image_uuid: str | None = None
     """Content hash of the image, so engines can share encoder/prefix caches."""
@@ -121,3 +124,29 @@ def check_results(requests: list[ScoreRequest], results: list[ScoreResult]) -> l
                 res = ScoreResult(logprobs={}, error=f"engine result lacks options {missing}")
         checked.append(res)
     return checked
+
+
+def score_one_by_one(engine_score: Callable[[list[ScoreRequest]], list[ScoreResult]],
+                     requests: list[ScoreRequest], cause: BaseException | None = None) -> list[ScoreResult]:
+    """The one retry policy for a batch that failed as a whole: score each request alone.
+
+    ``engine_score`` scores a list of requests (an engine's ``score``, or an engine's own
+    single-request path) and is called once per request. A request whose call raises
+    becomes an error result (``error_text``); an EngineError (the engine says it is dead)
+    propagates at once. ``cause`` is the batch's exception: when given and every request
+    fails alone too, the engine itself is broken: EngineError naming ``cause``. (Without
+    ``cause``, e.g. an engine isolating bad requests inside its own batch, the error
+    results are returned.) Used by the pipeline's actor and the built-in engines.
+    """
+    results: list[ScoreResult] = []
+    for req in requests:
+        try:
+            results.extend(check_results([req], engine_score([req])))
+        except EngineError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad request must not stop the rest
+            results.append(ScoreResult(logprobs={}, error=error_text(exc)))
+    if cause is not None and results and all(r.error for r in results):
+        raise EngineError(f"engine failed on every request of the batch, each tried alone too (dead engine?): "
+                          f"{error_text(cause)}") from cause
+    return results
