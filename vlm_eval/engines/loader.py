@@ -11,6 +11,8 @@ BUILTIN_ENGINES: dict[str, str] = {
     "transformers": "vlm_eval.engines.transformers:TransformersEngine",
     "vllm": "vlm_eval.engines.vllm:VLLMEngine",
     "scripted": "vlm_eval.engines.scripted:ScriptedEngine",
+    # LLaVA checkpoints in the original LLaVA code's layout (LLaVA-Rad): see llava_original.py
+    "llava_original": "vlm_eval.engines.llava_original:LlavaOriginalEngine",
 }
 
 
