@@ -14,7 +14,9 @@ from vlm_eval.errors import InputError, UnsupportedModelError
 # vlm_eval knows how to drive through vLLM, and the model_type each one has.
 SUPPORTED_ARCHITECTURES: dict[str, str] = {
     "Gemma3ForConditionalGeneration": "gemma3",  # MedGemma
-    "LlavaForConditionalGeneration": "llava",  # LLaVA-1.5 style (llava-hf), LLaVA-Rad, LLaVA-Med (HF format)
+    # LLaVA-1.5 style (llava-hf) and other HF-format LLaVAs. Not LLaVA-Rad: it exists only in the
+    # original LLaVA layout (LlavaLlamaForCausalLM, open_clip tower): engine llava_original.
+    "LlavaForConditionalGeneration": "llava",
     "Qwen2VLForConditionalGeneration": "qwen2_vl",
     "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
     "Idefics3ForConditionalGeneration": "idefics3",
@@ -37,6 +39,9 @@ def model_architecture(folder: str) -> str:
 
 def check_architecture(folder: str, name: str = "model") -> str:
     arch = model_architecture(folder)
+    if arch == "LlavaLlamaForCausalLM":  # the original LLaVA code's layout (LLaVA-Rad)
+        raise UnsupportedModelError(f"model {name!r}: {arch} is the original LLaVA code's layout, which vLLM "
+                                    "cannot load; use engine 'llava_original'")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedModelError(
             f"model {name!r}: architecture {arch} is not supported by the vllm engine; supported: "
