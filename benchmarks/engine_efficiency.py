@@ -65,6 +65,7 @@ class NaiveGenerate:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        from vlm_eval.engines.base import ANSWER_OPTIONS
         from vlm_eval.engines.prompting import answer_token_ids
 
         self.torch = torch
@@ -72,7 +73,7 @@ class NaiveGenerate:
         self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
         self.device = device
         self.tok = getattr(self.processor, "tokenizer", self.processor)
-        self.ids = answer_token_ids(self.tok, ("Yes", "No"))
+        self.ids = answer_token_ids(self.tok, ANSWER_OPTIONS)
 
     def score(self, requests):
         from vlm_eval.engines.base import ScoreResult

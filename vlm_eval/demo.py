@@ -10,21 +10,12 @@ import os
 
 from vlm_eval import storage
 from vlm_eval.config import Job, validate_job
+from vlm_eval.engines.model_paths import DEMO_MODEL
 
-DEMO_MODEL = "builtin:tiny-gemma3"
 UNTRAINED_NOTE = (
     "NOTE: the demo model is a tiny, UNTRAINED random-weight Gemma3 built locally; its answers\n"
     "      are noise. The demo exercises the pipeline end to end, it evaluates no real model."
 )
-
-
-def resolve_model_path(path: str | None) -> str | None:
-    """Turn ``builtin:`` model names into a local folder (built on first use)."""
-    if path == DEMO_MODEL:
-        from vlm_eval.models.tiny import ensure_demo_model
-
-        return ensure_demo_model()
-    return path
 
 
 def demo_job(output: str, n_samples: int) -> Job:

@@ -7,57 +7,16 @@ against. torch and transformers are imported when the engine is built.
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
-import os
-import shutil
-import tempfile
 from typing import Any, Mapping
 
-from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text
+from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text, score_one_by_one
+from vlm_eval.engines.model_paths import localize
 from vlm_eval.engines.prompting import answer_token_ids, check_processor, option_logprobs, render_prompt
-from vlm_eval.errors import EngineError, InputError, MissingDependencyError, UserError
+from vlm_eval.errors import EngineError, MissingDependencyError, UserError
 
 KNOWN_OPTIONS = ("dtype", "device", "max_batch_size", "attn_implementation", "cpu_threads")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def localize(path: str, what: str = "model") -> str:
-    """A local folder for ``path``: itself if local, else a cached copy made with fsspec.
-
-    Remote folders are copied once into ``<cache>/remote/<hash>`` (atomically:
-    a temp folder renamed into place), so each actor reads local files.
-    """
-    from vlm_eval import storage
-
-    if not storage.is_url(path):
-        local = path[len("file://"):] if path.startswith("file://") else path
-        local = os.path.expanduser(local)
-        if not os.path.isdir(local):
-            raise InputError(f"{what} path {path!r} does not exist or is not a folder")
-        return local
-
-    fs, root = storage.filesystem(path)
-    target = os.path.join(storage.cache_dir(), "remote", hashlib.sha256(path.encode()).hexdigest()[:16])
-    if os.path.isfile(os.path.join(target, ".complete")):
-        return target
-    if not fs.isdir(root):
-        raise InputError(f"{what} path {path!r} does not exist or is not a folder")
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".download-", dir=os.path.dirname(target))
-    try:
-        root = root.rstrip("/")
-        for remote in fs.find(root):
-            rel = remote[len(root):].lstrip("/")
-            dest = os.path.join(tmp, rel)
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            fs.get_file(remote, dest)
-        open(os.path.join(tmp, ".complete"), "w").close()
-        shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier copy
-        os.rename(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 class TransformersEngine:
@@ -181,21 +140,30 @@ class TransformersEngine:
 
     def _score_chunk(self, chunk, requests, prepared, results) -> None:
         try:
-            logprobs = self._forward([prepared[i][0] for i in chunk], [requests[i].image for i in chunk])
+            scored = self._score_rows(chunk, requests, prepared)
         except Exception as exc:  # noqa: BLE001
             if len(chunk) == 1:
                 results[chunk[0]] = ScoreResult(logprobs={}, error=error_text(exc))
                 return
-            for i in chunk:  # isolate the bad request(s): retry one by one
-                self._score_chunk([i], requests, prepared, results)
-            return
+            # isolate the bad request(s) with the shared retry-alone policy
+            index = {id(requests[i]): i for i in chunk}
+            scored = score_one_by_one(lambda reqs: self._score_rows([index[id(reqs[0])]], requests, prepared),
+                                      [requests[i] for i in chunk])
+        for i, res in zip(chunk, scored):
+            results[i] = res
+
+    def _score_rows(self, chunk, requests, prepared) -> list[ScoreResult]:
+        """One forward pass over ``chunk`` (request indices); raises if the pass fails."""
+        logprobs = self._forward([prepared[i][0] for i in chunk], [requests[i].image for i in chunk])
+        out = []
         for row, i in enumerate(chunk):
             vec = logprobs[row]
             ids_by_option = prepared[i][1]
             wanted = {t: float(vec[t]) for ids in ids_by_option.values() for t in ids}
             scores, other = option_logprobs(wanted, ids_by_option)
             top = int(vec.argmax())
-            results[i] = ScoreResult(logprobs=scores, text=self.tokenizer.decode([top]), other_mass=other)
+            out.append(ScoreResult(logprobs=scores, text=self.tokenizer.decode([top]), other_mass=other))
+        return out
 
     def _inputs(self, texts: list[str], images: list[Any]) -> dict[str, Any]:
         """Processor tensors of one batch (left-padded), on the model's device and dtype."""

@@ -40,7 +40,8 @@ import os
 from collections import OrderedDict
 from typing import Any, Mapping
 
-from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text
+from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text, score_one_by_one
+from vlm_eval.engines.model_paths import localize
 from vlm_eval.engines.vllm_models import SUPPORTED_ARCHITECTURES, check_architecture, lora_id, lora_rank
 from vlm_eval.engines.prompting import answer_token_ids, check_processor, option_logprobs, render_prompt
 from vlm_eval.errors import EngineError, InputError, MissingDependencyError, UserError
@@ -91,8 +92,6 @@ class VLLMEngine:
     """Scores requests with ``vllm.LLM`` (see module doc). One instance per actor."""
 
     def __init__(self, model: Mapping[str, Any], *, _shared: "VLLMEngine | None" = None):
-        from vlm_eval.engines.transformers import localize
-
         self.entry = dict(model)
         self.name = str(model.get("name", "model"))
         if not model.get("path"):
@@ -217,7 +216,7 @@ class VLLMEngine:
         text_only = groups.pop(("txt",), [])
         order = [i for g in groups.values() for i in g] + text_only
         if order:
-            self._run(order, prepared, results)
+            self._run(order, requests, prepared, results)
         return [r if r is not None else ScoreResult(logprobs={}, error="EngineError: not scored")
                 for r in results]
 
@@ -283,7 +282,7 @@ class VLLMEngine:
     def _wait(self) -> dict[str, Any]:
         return {out.request_id: out for out in self.llm.wait_for_completion(use_tqdm=False)}
 
-    def _run(self, order: list[int], prepared, results) -> None:
+    def _run(self, order: list[int], requests, prepared, results) -> None:
         """Add every request (isolating the ones vLLM refuses), then run the engine once.
 
         Refusals while adding (too long, bad image, ...) are per-request errors. A failure
@@ -316,31 +315,33 @@ class VLLMEngine:
         except Exception as exc:  # noqa: BLE001
             self._raise_if_dead(exc)
             self._abort(list(request_ids.values()))
-            self._retry_alone(list(request_ids), prepared, results, exc)
+            self._retry_alone(list(request_ids), requests, prepared, results, exc)
             return
         for i, rid in request_ids.items():
             out = _output_for(outputs, rid)
             results[i] = (self._result(out, prepared[i][2]) if out is not None
                           else ScoreResult(logprobs={}, error="EngineError: vLLM returned no output for this request"))
 
-    def _retry_alone(self, idx: list[int], prepared, results, first: BaseException) -> None:
-        failures = 0
-        for i in idx:
-            try:
-                rid = self._enqueue([i], prepared)[0]
-                out = _output_for(self._wait(), rid)
-                if out is None:
-                    raise RuntimeError("vLLM returned no output for this request")
-            except Exception as exc:  # noqa: BLE001
-                self._raise_if_dead(exc)
-                self._abort(None)
-                failures += 1
-                results[i] = ScoreResult(logprobs={}, error=error_text(exc))
-                continue
-            results[i] = self._result(out, prepared[i][2])
-        if failures == len(idx):
-            raise EngineError(f"model {self.name!r}: the vLLM engine fails on every request "
-                              f"({len(idx)} tried one by one): {error_text(first)}") from first
+    def _retry_alone(self, idx: list[int], requests, prepared, results, first: BaseException) -> None:
+        """The shared retry-alone policy (base.score_one_by_one): EngineError if every one fails."""
+        index = {id(requests[i]): i for i in idx}
+        scored = score_one_by_one(lambda reqs: [self._score_alone(index[id(reqs[0])], prepared)],
+                                  [requests[i] for i in idx], cause=first)
+        for i, res in zip(idx, scored):
+            results[i] = res
+
+    def _score_alone(self, i: int, prepared) -> ScoreResult:
+        """Run one request through the engine on its own; raises if it fails."""
+        try:
+            rid = self._enqueue([i], prepared)[0]
+            out = _output_for(self._wait(), rid)
+            if out is None:
+                raise RuntimeError("vLLM returned no output for this request")
+        except Exception as exc:
+            self._raise_if_dead(exc)
+            self._abort(None)
+            raise
+        return self._result(out, prepared[i][2])
 
     def _abort(self, request_ids: list[str] | None) -> None:
         try:

@@ -20,6 +20,9 @@ import shutil
 import tempfile
 from typing import Any
 
+from vlm_eval.models.tiny_common import (HEAD_DIM, HIDDEN, IMAGE_SIZE, INIT_RANGE, LAYERS, PATCH, VISION_HIDDEN,
+                                         VOCAB_TARGET, check_answer_tokens, corpus)
+
 ARCHITECTURES: tuple[str, ...] = ("gemma3", "llava", "idefics3")
 """Architectures ``build_tiny_model`` builds with transformers alone."""
 TORCHVISION_ARCHITECTURES: tuple[str, ...] = ("qwen2_vl",)
@@ -30,13 +33,6 @@ MARKER_FILE = "vlm_eval_tiny.json"
 # Bump when the build changes so cached demo folders are rebuilt.
 BUILD_VERSION = 2
 
-# Sizes: head_dim 32 because vLLM's CPU attention refuses 16.
-HIDDEN, LAYERS, HEAD_DIM, VISION_HIDDEN = 64, 2, 32, 32
-IMAGE_SIZE, PATCH = 64, 16  # 4x4 patches
-INIT_RANGE = 0.1  # larger than the usual 0.02 so random models give varied answers
-VOCAB_TARGET = 640
-
-_ANSWERS = ["Yes", "No", " yes", " no", "yes", "no", " Yes", " No"]
 _NEWLINES = ["\n", "\n\n", "\n\n\n", "\n\n\n\n"]  # Gemma3 processors in vLLM look these up
 
 # ---- chat templates (the architectures' own, trimmed to what matters) ------------
@@ -111,35 +107,6 @@ def _special_tokens(arch: str) -> dict[str, Any]:
     return {"tokens": toks, "named": named, "extra": extra}
 
 
-def _corpus(seed: int) -> list[str]:
-    """A small deterministic training corpus: clinical yes/no questions and answers."""
-    import random
-
-    rng = random.Random(seed)
-    findings = ["pleural effusion", "cardiomegaly", "pneumothorax", "consolidation", "edema",
-                "atelectasis", "nodule", "mass", "fracture", "pneumonia", "opacity", "infiltration"]
-    stems = ["Is there", "Does the image show", "Is there evidence of", "Can you see",
-             "Does this chest X-ray show", "Is the patient showing signs of", "Do you see"]
-    lines = []
-    for _ in range(400):
-        q = f"{rng.choice(stems)} {rng.choice(findings)}?"
-        a = rng.choice(_ANSWERS)
-        lines.append(f"You are a medical imaging expert. For yes/no questions, respond with only Yes or No. {q}{a}")
-        lines.append(f"USER: {q} ASSISTANT:{a} User: {q} Assistant:{a} model {q} answer{a}")
-    # Template words and a wider vocabulary, so the BPE reaches its target size.
-    words = ("user model system assistant USER ASSISTANT User Assistant System left right lung lungs "
-             "heart chest lateral frontal view radiograph patient finding findings normal abnormal small "
-             "large mild moderate severe bilateral lower upper lobe zone rib ribs spine diaphragm angle "
-             "image question answer respond only medical imaging expert present absent signs evidence "
-             "tube line catheter device pacemaker thickening scarring calcification hernia emphysema "
-             "fibrosis granuloma aortic elongation kyphosis scoliosis costophrenic blunting hilar").split()
-    for _ in range(300):
-        lines.append(" ".join(rng.choice(words) for _ in range(12)) + f" {rng.randint(0, 999)}.")
-    # Answer spellings many times over, so BPE merges each into one token.
-    lines += [" ".join(_ANSWERS) + " Yes No yes no"] * 200
-    return lines
-
-
 def build_tokenizer(arch: str, seed: int = 0):
     """A byte-level BPE tokenizer (transformers fast tokenizer) with the arch's special tokens."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -155,7 +122,7 @@ def build_tokenizer(arch: str, seed: int = 0):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(seed), trainer=trainer)
+    tok.train_from_iterator(corpus(seed), trainer=trainer)
     if arch == "gemma3":
         # Literal newline tokens (Gemma's vocab has them; vLLM's Gemma3 processor indexes them).
         tok.add_tokens([AddedToken(n, normalized=False, special=False) for n in _NEWLINES])
@@ -172,10 +139,7 @@ def build_tokenizer(arch: str, seed: int = 0):
         extra_special_tokens=spec["extra"],
         **spec["named"],
     )
-    for a in _ANSWERS:
-        ids = fast.encode(a, add_special_tokens=False)
-        if len(ids) != 1:  # guard: the corpus above is built to make this hold
-            raise RuntimeError(f"tiny tokenizer: {a!r} is not a single token ({ids})")
+    check_answer_tokens(fast)
     return fast
 
 

@@ -6,7 +6,8 @@ apart from the other builders. Qwen's tokenizer has no BOS token.
 """
 from __future__ import annotations
 
-from vlm_eval.models.tiny import _ANSWERS, HEAD_DIM, HIDDEN, INIT_RANGE, LAYERS, VISION_HIDDEN, VOCAB_TARGET, _corpus
+from vlm_eval.models.tiny_common import (HEAD_DIM, HIDDEN, INIT_RANGE, LAYERS, VISION_HIDDEN, VOCAB_TARGET,
+                                         check_answer_tokens, corpus)
 
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
@@ -42,17 +43,14 @@ def build_qwen_tokenizer(seed: int = 0):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=VOCAB_TARGET, special_tokens=QWEN_SPECIAL,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus(seed), trainer=trainer)
+    tok.train_from_iterator(corpus(seed), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, model_max_length=2048, padding_side="left",
         eos_token="<|im_end|>", pad_token="<|endoftext|>",
         extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
                               "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
     )
-    for a in _ANSWERS:
-        ids = fast.encode(a, add_special_tokens=False)
-        if len(ids) != 1:
-            raise RuntimeError(f"tiny tokenizer: {a!r} is not a single token ({ids})")
+    check_answer_tokens(fast)
     return fast
 
 

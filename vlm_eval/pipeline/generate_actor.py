@@ -69,7 +69,7 @@ class RemoteEngine:
 
 def _generator_model(job) -> dict[str, Any]:
     """The generator's model entry (a ``models`` name or an inline mapping), path resolved."""
-    from vlm_eval.demo import resolve_model_path
+    from vlm_eval.engines.model_paths import resolve_model_path
 
     gen = job.prompts.generate
     if isinstance(gen.model, str):
@@ -113,10 +113,13 @@ def prepare_generated_set(job, run_url: str, existing: dict | None) -> tuple[Any
         started = ensure_ray(job.resources.ray_address)
         res = job.resources
         keep = job.prompts.paraphrases if gen.keep is None else gen.keep
-        pset, report = generate_prompt_set(
-            job.prompts.set, job.dataset.findings, model, gen.candidates, keep, gen.judge_threshold, folder,
-            actor_options={"num_gpus": res.gpus_per_actor, "num_cpus": res.cpus_per_actor,
-                           "resources": res.resources_per_actor or None})
+        engine = RemoteEngine(model, num_gpus=res.gpus_per_actor, num_cpus=res.cpus_per_actor,
+                              resources=res.resources_per_actor or None)
+        try:
+            pset, report = generate_prompt_set(job.prompts.set, job.dataset.findings, model, gen.candidates,
+                                               keep, gen.judge_threshold, folder, engine=engine)
+        finally:
+            engine.close()
         for name in report["short_findings"]:
             log.warning("generated prompt set: finding %r kept %d of %d paraphrases", name,
                         report["findings"][name]["kept"], keep)

@@ -25,8 +25,10 @@ The new set (``name: <base>-gen-<hash8>``, ``version: <base version>+gen.<hash8>
 requested findings with their base question and aliases and only the kept
 paraphrases (``kind: generated`` plus ``judge`` scores), and the base's generic
 templates. ``hash8`` hashes the content, so the same output gives the same file.
-The engine runs in a Ray actor (``vlm_eval.pipeline.generate_actor``) unless an
-engine object is passed (tests, in-process use): the driver never imports torch/vLLM.
+The caller passes the engine object: the run uses a Ray actor's proxy
+(``vlm_eval.pipeline.generate_actor.RemoteEngine``), so the driver never imports
+torch/vLLM; tests pass an engine in-process. This module needs nothing above prompts
+and the engine protocol.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from typing import Any
 import yaml
 
 from vlm_eval import storage
-from vlm_eval.engines.base import ScoreRequest, ScoreResult, can_generate, check_results
+from vlm_eval.engines.base import ANSWER_OPTIONS, ScoreRequest, ScoreResult, can_generate, check_results
 from vlm_eval.errors import EngineError, InputError
 from vlm_eval.prompts.sets import FindingPrompts, PromptSet, load_prompt_set, normalise_question
 
@@ -116,7 +118,8 @@ def p_yes(result: ScoreResult) -> float:
     """P(Yes) normalised over Yes/No; 0.0 for an error result."""
     if result.error:
         return 0.0
-    m = result.logprobs["Yes"] - result.logprobs["No"]
+    yes, no = ANSWER_OPTIONS
+    m = result.logprobs[yes] - result.logprobs[no]
     return 1.0 / (1.0 + math.exp(-m)) if m > -700 else 0.0
 
 
@@ -197,29 +200,18 @@ def _set_document(base: PromptSet, fps: list[FindingPrompts], decisions: dict[st
                            "and a mutual-entailment judge (vlm_eval.prompts.generate).", **body}
 
 
-def _engine_for(engine_model: dict, engine, actor_options: dict | None):
-    """(engine, close): the given engine, else a Ray actor holding ``load_engine(engine_model)``."""
-    if engine is not None:
-        if not can_generate(engine):
-            raise EngineError(f"engine {type(engine).__name__} has no generate(requests, max_tokens)")
-        return engine, lambda: None
-    from vlm_eval.pipeline.generate_actor import RemoteEngine
-
-    remote = RemoteEngine(engine_model, **(actor_options or {}))
-    return remote, remote.close
-
-
 def generate_prompt_set(base_set: PromptSet | str, findings: list[str] | None, engine_model: dict,
                         n_candidates: int = 8, keep: int = 5, judge_threshold: float = 0.5,
-                        out_url: str | None = None, *, engine=None, actor_options: dict | None = None,
-                        max_tokens: int | None = None) -> tuple[PromptSet, dict]:
+                        out_url: str | None = None, *, engine, max_tokens: int | None = None
+                        ) -> tuple[PromptSet, dict]:
     """Write a new prompt set of generated, filtered paraphrases (module doc).
 
     base_set: a PromptSet or a set name/path; findings: the base set's findings to cover
-    (None = all); engine_model: a ``models`` entry (mapping) for ``load_engine``;
-    out_url: the YAML file to write (``.yaml``/``.yml``) or a folder (then
-    ``<name>.yaml`` inside it); engine: an engine object to use in-process instead of a
-    Ray actor; actor_options: ``num_gpus``, ``num_cpus``, ``resources`` of the actor.
+    (None = all); engine_model: the generator's ``models`` entry (mapping; recorded in the
+    set as ``generator``); out_url: the YAML file to write (``.yaml``/``.yml``) or a folder
+    (then ``<name>.yaml`` inside it); engine: the engine object that generates and judges
+    (``generate`` + ``score``), e.g. ``pipeline.generate_actor.RemoteEngine``; the caller
+    owns and closes it.
     Returns (the new set loaded from its file, report dict for run.json).
     """
     if out_url is None:
@@ -227,16 +219,14 @@ def generate_prompt_set(base_set: PromptSet | str, findings: list[str] | None, e
     base = base_set if isinstance(base_set, PromptSet) else load_prompt_set(base_set)
     fps = _finding_prompts(base, findings)
     tokens = int(max_tokens or TOKENS_PER_CANDIDATE * n_candidates + 32)
-    runner, close = _engine_for(engine_model, engine, actor_options)
-    try:
-        requests = [ScoreRequest(prompt=generation_prompt(fp.question, fp.name, n_candidates)) for fp in fps]
-        texts = runner.generate(requests, tokens)
-        if not isinstance(texts, list) or len(texts) != len(requests):
-            raise EngineError(f"engine.generate returned {type(texts).__name__} of the wrong length for "
-                              f"{len(requests)} requests")
-        decisions = _decide(runner, fps, [str(t) for t in texts], n_candidates, keep, judge_threshold)
-    finally:
-        close()
+    if not can_generate(engine):
+        raise EngineError(f"engine {type(engine).__name__} has no generate(requests, max_tokens)")
+    requests = [ScoreRequest(prompt=generation_prompt(fp.question, fp.name, n_candidates)) for fp in fps]
+    texts = engine.generate(requests, tokens)
+    if not isinstance(texts, list) or len(texts) != len(requests):
+        raise EngineError(f"engine.generate returned {type(texts).__name__} of the wrong length for "
+                          f"{len(requests)} requests")
+    decisions = _decide(engine, fps, [str(t) for t in texts], n_candidates, keep, judge_threshold)
     generator = {"model": engine_model.get("name"), "engine": engine_model.get("engine"),
                  "candidates": int(n_candidates), "keep": int(keep), "judge_threshold": float(judge_threshold),
                  "max_tokens": tokens}
