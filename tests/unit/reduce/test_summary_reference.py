@@ -60,9 +60,9 @@ EXPECTED = {
 }
 
 
-def write_hand_run(root, name="run", drop=(), run_id="hand-1"):
+def write_hand_run(root, name="run", drop=(), run_id="hand-1", plan=None):
     samples, rows = [], []
-    for sid, (patient, finding, label, img, txt) in PLAN.items():
+    for sid, (patient, finding, label, img, txt) in (plan or PLAN).items():
         if sid in drop:
             continue
         samples.append(sample(sid, n_variants=3, label=label, patient=patient, finding=finding))
