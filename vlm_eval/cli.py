@@ -62,6 +62,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     text = compare_runs(args.run_urls, output=args.output)
     print(text)
+    from vlm_eval.reduce.paper_table import compare_paper_text  # the paper's layout (H-paper)
+
+    paper = compare_paper_text(args.run_urls, getattr(args, "paper_table", None))
+    if paper:
+        print("\n" + paper)
     return 0
 
 
@@ -103,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("compare", help="side-by-side summary of several runs or models")
     r.add_argument("run_urls", nargs="+")
     r.add_argument("--output", help="write the comparison tables/HTML here")
+    r.add_argument("--paper-table", metavar="OUT.csv", help="write the paper's table layout (per configuration x "
+                   "dataset) as CSV here, r(flip rate, Dangerous share) beside it as OUT.csv.json; the table is "
+                   "printed whenever there are >= 3 configuration x dataset rows")
     r.set_defaults(func=cmd_compare)
 
     r = sub.add_parser("demo", help="the whole job on built-in demo data and a tiny model (no network, no GPU)")
