@@ -46,8 +46,9 @@ def _all_k8s_objects() -> list[dict]:
         for doc in _docs(path):
             out.append(doc)
             if doc.get("kind") == "ConfigMap":
-                for text in (doc.get("data") or {}).values():
-                    out += [d for d in yaml.safe_load_all(text) if isinstance(d, dict) and "kind" in d]
+                for key, text in (doc.get("data") or {}).items():
+                    if key.endswith((".yaml", ".yml")):
+                        out += [d for d in yaml.safe_load_all(text) if isinstance(d, dict) and "kind" in d]
     return out
 
 
@@ -239,9 +240,159 @@ def test_runtime_env_example_and_submit_entry():
     env = yaml.safe_load((JOBS / "runtime" / "runtime_env.yaml").read_text())
     assert set(env) <= {"working_dir", "excludes", "pip", "env_vars", "py_modules", "conda", "uv", "config"}
     pkgs = env["pip"]["packages"] if isinstance(env["pip"], dict) else env["pip"]
-    assert any(p.startswith("vlm-eval[") and p.endswith(f"=={VERSION}") for p in pkgs)
+    # This project from the uploaded source tree, with the GPU extras.
+    assert env["working_dir"] == "." and pkgs == ["${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}[vllm,s3]"]
+    assert {".venv", ".git", "runs"} <= set(env["excludes"])
     assert not any(k.startswith("AWS_SECRET") or k.startswith("AWS_ACCESS") for k in env.get("env_vars", {}))
     import runpy
 
     submit = runpy.run_path(str(JOBS / "submit.py"))
     assert submit["main"](["--help"]) == 0
+
+
+# --- installing: never this project's name from the package index (#14.2) ---------------
+OUR_NAMES = {"vlm-eval", "vlm_eval", "vlm.eval"}
+INSTALL_DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), DOCKERFILE, ROOT / "Makefile",
+                *sorted((ROOT / "scripts").glob("*.sh")), *sorted(CLUSTER.glob("*.sh"))]
+
+
+def _requirement_name(token: str) -> str | None:
+    """The distribution name a pip argument asks the index for; None for paths, URLs and wheels."""
+    token = token.strip("'\"")
+    if not token or token.startswith(("-", ".", "/", "$", "~", "<")) or "://" in token or token.endswith(".whl"):
+        return None
+    m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)", token)
+    return m.group(1).lower().replace("_", "-") if m else None
+
+
+def _pip_install_args(text: str) -> list[tuple[int, str]]:
+    """(line number, argument) of every `pip install ...` in shell, Dockerfile or Markdown text."""
+    out = []
+    for no, line in enumerate(text.splitlines(), 1):
+        for m in re.finditer(r"pip3?\s+install\s+([^#;&|\n]*)", line):
+            try:
+                args = shlex.split(m.group(1).rstrip("\\ "))
+            except ValueError:
+                args = m.group(1).split()
+            out += [(no, a) for a in args]
+    return out
+
+
+def test_installing_never_resolves_this_project_from_the_index():
+    """`pip install vlm-eval...` installs an unrelated project of that name: only paths or wheels."""
+    bad = []
+    for path in INSTALL_DOCS:
+        for no, arg in _pip_install_args(path.read_text()):
+            name = _requirement_name(arg)
+            if name and name.replace(".", "-") in {n.replace(".", "-").replace("_", "-") for n in OUR_NAMES}:
+                bad.append(f"{path.relative_to(ROOT)}:{no}: pip install {arg}")
+    for path in sorted(JOBS.rglob("runtime_env*.yaml")):
+        env = yaml.safe_load(path.read_text())
+        pip = env.get("pip") or []
+        for arg in pip["packages"] if isinstance(pip, dict) else pip:
+            name = _requirement_name(arg)
+            if name and name in {"vlm-eval", "vlm.eval"}:
+                bad.append(f"{path.relative_to(ROOT)}: pip package {arg}")
+    assert not bad, "installs this project by name from the package index (someone else's project):\n" + \
+        "\n".join(bad)
+    # The check itself: it finds what it must, and lets paths through.
+    assert _requirement_name("'vlm-eval[vllm,s3]'") == "vlm-eval" and _requirement_name("vlm_eval==0.1") == "vlm-eval"
+    assert _requirement_name("'.[vllm,s3]'") is None and _requirement_name("/opt/vlm-eval[vllm]") is None
+    assert _requirement_name("dist/vlm_eval-0.1.0-py3-none-any.whl") is None
+
+
+def test_dockerignore_keeps_the_venv_and_runs_out_of_the_build_context():
+    ignore = ROOT / ".dockerignore"
+    assert ignore.is_file(), "without .dockerignore `docker build .` sends the whole .venv as context"
+    patterns = {ln.strip().rstrip("/") for ln in ignore.read_text().splitlines()
+                if ln.strip() and not ln.startswith("#")}
+    assert {".venv", ".git", ".cache", "runs"} <= patterns
+    copied = re.findall(r"^COPY\s+(?:--\S+\s+)*(.+?)\s+\S+\s*$", DOCKERFILE.read_text(), re.M)
+    for srcs in copied:  # nothing the image needs is ignored
+        for src in srcs.split():
+            assert src.rstrip("/") not in patterns, f".dockerignore drops {src}, which the Dockerfile copies"
+
+
+# --- KubeRay: every object valid, GPUs released, volumes exist (#14.3) -------------------
+def _pod_templates() -> list[tuple[str, dict]]:
+    out = []
+    for obj in _all_k8s_objects():
+        name = obj["metadata"]["name"]
+        if obj["kind"] in ("RayCluster", "RayJob"):
+            spec = obj["spec"] if obj["kind"] == "RayCluster" else obj["spec"]["rayClusterSpec"]
+            out.append((f"{name}/head", spec["headGroupSpec"]["template"]))
+            out += [(f"{name}/{g['groupName']}", g["template"]) for g in spec["workerGroupSpecs"]]
+        elif obj["kind"] == "CronJob":
+            out.append((name, obj["spec"]["jobTemplate"]["spec"]["template"]))
+    return out
+
+
+def test_every_kubernetes_object_validates_with_kubernetes_validate():
+    kv = pytest.importorskip("kubernetes_validate")
+    checked = 0
+    for obj in _all_k8s_objects():
+        if obj["apiVersion"].startswith("ray.io/"):
+            continue  # KubeRay CRDs: their pod templates are validated below, their fields in the next test
+        for version in ("1.29", "1.31"):
+            kv.validate(obj, version, strict=True)
+        checked += 1
+    for name, template in _pod_templates():  # the pods KubeRay creates, as core PodTemplates
+        kv.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": name.replace("/", "-")},
+                     "template": template}, "1.31", strict=True)
+        checked += 1
+    assert checked >= 10
+
+
+def test_rayjobs_release_gpu_pods_within_minutes_and_state_the_kuberay_floor():
+    rayjobs = [o for o in _all_k8s_objects() if o["kind"] == "RayJob"]
+    assert len(rayjobs) >= 2
+    for job in rayjobs:
+        spec, name = job["spec"], job["metadata"]["name"]
+        assert spec["shutdownAfterJobFinishes"] is True, name
+        assert 0 <= spec["ttlSecondsAfterFinished"] <= 300, f"{name}: GPU pods run on until the TTL expires"
+        assert spec["entrypoint"] and spec["activeDeadlineSeconds"] > 0
+        if "backoffLimit" in spec:  # KubeRay >= 1.2: every file and README must say so
+            for path in [*K8S_FILES, ROOT / "README.md"]:
+                text = path.read_text()
+                assert ">= 1.1" not in text and "≥ 1.1" not in text, f"{path.name} states KubeRay >= 1.1"
+            assert ">= 1.2" in (ROOT / "README.md").read_text()
+
+
+def test_nightly_keeps_few_old_rayjobs_and_runs_no_kubectl_image():
+    text = (CLUSTER / "kuberay-nightly-cronjob.yaml").read_text()
+    cron = next(o for o in _all_k8s_objects() if o["kind"] == "CronJob")
+    assert cron["spec"]["successfulJobsHistoryLimit"] <= 3 and cron["spec"]["failedJobsHistoryLimit"] <= 3
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    images = [c["image"] for c in cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]]
+    assert all(IMAGE_RE.match(i) for i in images), f"only the project's image (no withdrawn kubectl tags): {images}"
+    assert "kubectl" not in " ".join(images)
+    cm = next(o for o in _all_k8s_objects() if o["kind"] == "ConfigMap")
+    script = cm["data"]["nightly.py"]
+    compile(script, "nightly.py", "exec")
+    assert "DELETE" in script and "KEEP_RAYJOBS" in script and "vlm-eval/schedule=nightly" in script
+    env = {e["name"]: e.get("value") for e in cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+           ["env"]}
+    assert 1 <= int(env["KEEP_RAYJOBS"]) <= 5
+    role = next(o for o in _all_k8s_objects() if o["kind"] == "Role")
+    assert {"create", "get", "list", "delete"} <= set(role["rules"][0]["verbs"])
+    nightly = next(o for o in _all_k8s_objects() if o["kind"] == "RayJob" and "nightly" in o["metadata"]["name"])
+    assert nightly["metadata"]["labels"]["vlm-eval/schedule"] == "nightly"  # what the cleanup selects
+    assert "bitnami/kubectl" not in text
+
+
+def test_every_mounted_volume_is_created_or_defined():
+    objs = _all_k8s_objects()
+    pvcs = {o["metadata"]["name"] for o in objs if o["kind"] == "PersistentVolumeClaim"}
+    configmaps = {o["metadata"]["name"] for o in objs if o["kind"] == "ConfigMap"}
+    for name, template in _pod_templates():
+        pod = template["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for c in pod["containers"]:
+            for m in c.get("volumeMounts", []):
+                assert m["name"] in volumes, f"{name}: mounts undefined volume {m['name']}"
+        for v in volumes.values():
+            if "persistentVolumeClaim" in v:
+                claim = v["persistentVolumeClaim"]["claimName"]
+                assert claim in pvcs, f"{name}: mounts PVC {claim} that no file in cluster/ creates"
+            if "configMap" in v:
+                assert v["configMap"]["name"] in configmaps, f"{name}: ConfigMap {v['configMap']['name']} missing"
