@@ -1,170 +1,68 @@
-"""The two Ray Data stages: image loading (CPU tasks) and scoring (engine actors).
+"""Stage 2 of a model's pipeline: the scoring actor (one engine for the actor's life).
 
-Stage contracts (columns read -> written):
-- ``load_unit_images``: unit_id, kind, items -> + images, swap_images, image_sha256, swap_sha256, image_errors
-- ``ScoringActor``:     all of the above -> unit_id, kind, n_predictions, n_errors, n_scored, n_cached
-  (its real output is the committed shard; the rows are the driver's progress feed)
+Reads the loader's rows (``loader.load_unit``: request specs, cache hits, fetched
+images, error rows) and per unit:
 
-A bad sample becomes an error row; a dead engine raises and stops the job.
+1. renders each missing request's view with its condition (``vlm_eval.conditions``);
+2. scores the misses, each distinct request once (e.g. ``blank`` of one size and
+   prompt is the same request for every image of that size in the unit);
+3. commits error rows, then the prediction shard (the unit's completion marker),
+   then the new cache entries and pre-keys.
+
+A unit with a retryable image error (storage unreachable) commits its shard as
+``<unit>.retry``: its rows count in this run's tables, but it is not a planned unit's
+shard, so a resume removes it and tries the unit again. A bad sample becomes an error
+row; a dead engine raises and stops the job.
 """
 from __future__ import annotations
 
-import io
 import json
+import os
 from typing import Any
 
 import pyarrow as pa
 
 from vlm_eval import storage
-from vlm_eval.pipeline import cache
-from vlm_eval.engines.base import ScoreRequest, ScoreResult, check_results
+from vlm_eval.engines.base import ANSWER_OPTIONS, ScoreRequest, ScoreResult, check_results, score_one_by_one
 from vlm_eval.errors import EngineError
 from vlm_eval.layout import RunLayout
+from vlm_eval.pipeline import cache, prekey
+from vlm_eval.pipeline.loader import decode, spec_request, view_images
 from vlm_eval.schema import ERRORS, PREDICTIONS_FILE, conform
 
+OUT_COLUMNS = ("unit_id", "kind", "n_predictions", "n_errors", "n_scored", "n_cached", "n_images",
+               "n_fetched", "n_skipped", "actor", "cache_stats")
 
 
-# ---------------------------------------------------------------- stage 1: images
+def retryable_types() -> frozenset:
+    from vlm_eval.datasets import images
 
-
-def _encode_for_transport(loaded) -> bytes:
-    """Bytes the actor decodes to exactly ``loaded.image``.
-
-    An 8-bit grey/RGB PNG or JPEG that was not downscaled decodes to the same RGB
-    pixels again, so its original bytes travel as they are (no re-encode, smaller);
-    anything that was converted (16-bit, DICOM, RGBA, downscaled) travels as a
-    lossless PNG of the converted image.
-    """
-    from PIL import Image
-
-    if loaded.data and loaded.source_format in ("PNG", "JPEG") and loaded.original_size == loaded.image.size:
-        with Image.open(io.BytesIO(loaded.data)) as im:  # header only
-            if im.mode in ("L", "RGB"):
-                return loaded.data
-    buf = io.BytesIO()
-    loaded.image.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def load_unit_images(row: dict[str, Any], max_image_side: int) -> dict[str, Any]:
-    """Fetch and decode every image of an image unit; failures become error entries."""
-    from vlm_eval.datasets.images import ImageLoadError, load_image
-
-    items = json.loads(row["items"])
-    images: list[bytes | None] = []
-    swaps: list[bytes | None] = []
-    shas: list[str | None] = []
-    swap_shas: list[str | None] = []
-    errors: list[dict] = []
-    if row["kind"] == "image":
-        cache: dict[str, Any] = {}
-
-        def fetch(uri: str):
-            if uri not in cache:
-                try:
-                    cache[uri] = load_image(uri, max_side=max_image_side)
-                except ImageLoadError as exc:
-                    cache[uri] = exc
-            return cache[uri]
-
-        for item in items:
-            got = fetch(item["image_uri"])
-            swap = fetch(item["swap_image_uri"]) if item.get("swap_image_uri") else None
-            if isinstance(got, Exception):
-                images.append(None), swaps.append(None), shas.append(None), swap_shas.append(None)
-                errors.append({"sample_id": item["sample_id"], "stage": "image",
-                               "error_type": got.error_type, "message": str(got)})
-                continue
-            if isinstance(swap, Exception):
-                errors.append({"sample_id": item["sample_id"], "stage": "image",
-                               "error_type": f"swap_{swap.error_type}", "message": str(swap)})
-                swap = None
-            images.append(_encode_for_transport(got))
-            swaps.append(_encode_for_transport(swap) if swap is not None else None)
-            shas.append(got.sha256)
-            swap_shas.append(swap.sha256 if swap is not None else None)
-    return {**row, "images": images, "swap_images": swaps, "image_sha256": shas, "swap_sha256": swap_shas,
-            "image_errors": json.dumps(errors)}
-
-
-# ---------------------------------------------------------------- stage 2: scoring
-
-
-def _decode(data: bytes):
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return im.convert("RGB")
-
-
-def build_requests(row: dict[str, Any], system: str | None, ablations: list[str]) -> tuple[list[ScoreRequest], list[dict]]:
-    """Requests of one unit, and the prediction-row keys they fill (same order).
-
-    Each image-dependent condition of the registry builds its own view of the sample.
-    """
-    from vlm_eval.conditions import InputImage, ViewContext, image_conditions
-
-    items = json.loads(row["items"])
-    requests: list[ScoreRequest] = []
-    keys: list[dict] = []
-    if row["kind"] == "text":
-        for it in items:
-            requests.append(ScoreRequest(prompt=it["prompt"], system=system))
-            keys.append({"sample_id": None, "variant": None, "condition": "text_only",
-                         "prompt_id": it["prompt_id"], "image_sha256": None})
-        return requests, keys
-    conditions = image_conditions(ablations)
-    for it, data, swap, sha, swap_sha in zip(items, row["images"], row["swap_images"], row["image_sha256"],
-                                             row["swap_sha256"]):
-        if data is None:
-            continue  # image failed to load: already an error row
-        image = _decode(data)
-        partner = InputImage(swap_sha, _decode(swap)) if swap is not None else None
-        ctx = ViewContext(it["sample_id"], sha, image.size, image, {"swap_image_uri": partner})
-        for cond in conditions:
-            view = cond.view(ctx)
-            if view is None:
-                continue
-            for variant, (prompt, pid) in enumerate(zip(it["prompts"], it["prompt_ids"])):
-                requests.append(ScoreRequest(prompt=prompt, system=system, image=view.image,
-                                             image_uuid=view.image_uuid,
-                                             metadata={"sample_id": it["sample_id"], "variant": variant}))
-                keys.append({"sample_id": it["sample_id"], "variant": variant, "condition": cond.name,
-                             "prompt_id": pid, "image_sha256": sha})
-    return requests, keys
+    return frozenset(getattr(images, "RETRYABLE_ERROR_TYPES", {"unreachable"}))
 
 
 def score_isolating_failures(engine, requests: list[ScoreRequest]) -> list[ScoreResult]:
-    """Score a batch; if the batch call raises, retry one by one to find the bad requests.
-
-    If every request fails on its own too, the engine itself is broken: EngineError.
-    """
+    """Score a batch; if the batch call raises, retry one by one (the shared policy)."""
     if not requests:
         return []
     try:
         return check_results(requests, engine.score(requests))
+    except EngineError:
+        raise
     except Exception as batch_exc:  # noqa: BLE001 - isolate, then decide
-        batch_error = f"{type(batch_exc).__name__}: {batch_exc}"
-    results = []
-    for req in requests:
-        try:
-            results.extend(check_results([req], engine.score([req])))
-        except Exception as exc:  # noqa: BLE001
-            results.append(ScoreResult(logprobs={}, error=f"{type(exc).__name__}: {exc}"))
-    if all(r.error for r in results):
-        raise EngineError(f"engine failed on every request of the batch (dead engine?): {batch_error}")
-    return results
+        return score_one_by_one(engine.score, requests, cause=batch_exc)
 
 
-def prediction_table(keys: list[dict], results: list[ScoreResult], options: tuple[str, str]) -> pa.Table:
-    yes, no = options
-    cols: dict[str, list] = {k: [key[k] for key in keys] for k in
+def prediction_table(specs: list[dict], results: list[ScoreResult], options=ANSWER_OPTIONS) -> pa.Table:
+    yes, no = options[0], options[1]
+    if not specs:
+        return PREDICTIONS_FILE.empty_table()
+    cols: dict[str, list] = {k: [s[k] for s in specs] for k in
                              ("sample_id", "variant", "condition", "prompt_id", "image_sha256")}
     cols["logprob_yes"] = [None if r.error else r.logprobs.get(yes) for r in results]
     cols["logprob_no"] = [None if r.error else r.logprobs.get(no) for r in results]
     cols["other_mass"] = [r.other_mass for r in results]
     cols["error"] = [r.error for r in results]
-    return conform(pa.table(cols) if keys else PREDICTIONS_FILE.empty_table(), PREDICTIONS_FILE)
+    return conform(pa.table(cols), PREDICTIONS_FILE)
 
 
 class ScoringActor:
@@ -181,7 +79,7 @@ class ScoringActor:
         self.run_id = run_id
         self.cache_url = cache_url
         self.model_key = cache.model_key(model)
-        self.cached = cache.load(cache_url, self.model_key) if cache_url else cache.EMPTY
+        self.actor = f"{os.getpid()}-{id(self):x}"
         try:
             self.engine = load_engine(model)
         except Exception as exc:
@@ -190,54 +88,77 @@ class ScoringActor:
                               f"{type(exc).__name__}: {exc}") from exc
 
     def __call__(self, batch: pa.Table) -> dict[str, list]:
-        out: dict[str, list] = {k: [] for k in ("unit_id", "kind", "n_predictions", "n_errors",
-                                                 "n_scored", "n_cached")}
+        out: dict[str, list] = {k: [] for k in OUT_COLUMNS}
         for row in batch.to_pylist():
             counts = self._score_unit(row)
-            out["unit_id"].append(row["unit_id"])
-            out["kind"].append(row["kind"])
-            for k, v in counts.items():
-                out[k].append(v)
+            for k in OUT_COLUMNS:
+                out[k].append(counts[k])
         return out
 
-    def _score_with_cache(self, requests: list[ScoreRequest], keys: list[dict]):
-        """(results, n_cached, keys of the misses, their fresh results).
-
-        Cached results where the cache has them; the engine scores the rest.
-        """
-        if not self.cache_url:
-            fresh = score_isolating_failures(self.engine, requests)
-            return fresh, 0, [], fresh
-        ckeys = [cache.request_key(self.model_key, r, k["condition"]) for r, k in zip(requests, keys)]
-        hits = [self.cached.get(c) for c in ckeys]
-        results: list[ScoreResult | None] = [
-            cache.hit_result(h, r) if h is not None else None for r, h in zip(requests, hits)
-        ]
-        miss = [i for i, r in enumerate(results) if r is None]
-        fresh = score_isolating_failures(self.engine, [requests[i] for i in miss])
-        for i, res in zip(miss, fresh):
-            results[i] = res
-        return results, len(requests) - len(miss), [ckeys[i] for i in miss], fresh
-
-    def _score_unit(self, row: dict) -> dict[str, int]:
-        name = self.model["name"]
-        errors = json.loads(row.get("image_errors") or "[]")
+    def _cache_stats(self) -> str:
+        stats = getattr(self.engine, "cache_stats", None)
         try:
-            requests, keys = build_requests(row, self.system, self.ablations)
+            return json.dumps(stats() if callable(stats) else {})
+        except Exception:  # noqa: BLE001 - optional diagnostics never fail a unit
+            return "{}"
+
+    def _score_misses(self, specs: list[dict], images: dict[str, Any]) -> tuple[list[ScoreResult], list[int]]:
+        from vlm_eval.conditions import CONDITIONS
+
+        views = view_images(specs, images, CONDITIONS)
+        miss = [i for i, s in enumerate(specs) if s["hit"] is None]
+        # One engine call per distinct request (same prompt and image id = same score).
+        distinct: dict[tuple, int] = {}
+        requests: list[ScoreRequest] = []
+        slot = []
+        for i in miss:
+            s = specs[i]
+            k = (s["prompt"], s["image_uuid"], s["condition"])
+            if k not in distinct:
+                distinct[k] = len(requests)
+                requests.append(spec_request(s, self.system, views.get((s["sample_id"], s["condition"]))))
+            slot.append(distinct[k])
+        fresh = score_isolating_failures(self.engine, requests)
+        results: list[ScoreResult | None] = [None] * len(specs)
+        for i, j in zip(miss, slot):
+            results[i] = fresh[j]
+        for i, s in enumerate(specs):
+            if s["hit"] is not None:
+                results[i] = cache.hit_result(s["hit"])
+        return results, miss
+
+    def _score_unit(self, row: dict) -> dict[str, Any]:
+        name, unit = self.model["name"], row["unit_id"]
+        errors = json.loads(row.get("errors") or "[]")
+        specs = json.loads(row["specs"])
+        try:
+            images = {u: decode(b) for u, b in zip(row["image_uris"] or [], row["images"] or [])}
+            results, miss = self._score_misses(specs, images)
+        except EngineError:
+            raise
         except Exception as exc:
             # Images were validated when loaded, so this is a bug, not bad input: stop
             # the job, naming the unit (the cause is chained).
-            raise RuntimeError(f"unit {row['unit_id']}: cannot build requests: {exc}") from exc
-        results, n_cached, miss_keys, fresh = self._score_with_cache(requests, keys)
-        table = prediction_table(keys, results, ("Yes", "No"))
+            raise RuntimeError(f"unit {unit}: cannot build requests: {exc}") from exc
+        table = prediction_table(specs, results)
+        retry = any(e["error_type"] in retryable_types() for e in errors)
+        shard_id = f"{unit}.retry" if retry else unit
         if errors:
             err = pa.table({k: [e.get(k) for e in errors] for k in ("sample_id", "stage", "error_type", "message")})
             err = err.append_column("model", pa.array([name] * len(errors), pa.string()))
-            err = err.append_column("source", pa.array([row["unit_id"]] * len(errors), pa.string()))
-            storage.write_parquet_atomic(conform(err, ERRORS), self.layout.unit_errors_file(name, row["unit_id"]))
-        storage.write_parquet_atomic(table, self.layout.shard_file(name, row["unit_id"]))
-        if self.cache_url and miss_keys:
-            cache.write_entries(self.cache_url, self.model_key, f"{self.run_id}-{name}-{row['unit_id']}",
-                                miss_keys, fresh, ("Yes", "No"))
-        return {"n_predictions": table.num_rows, "n_errors": len(errors),
-                "n_scored": len(requests) - n_cached, "n_cached": n_cached}
+            err = err.append_column("source", pa.array([unit] * len(errors), pa.string()))
+            storage.write_parquet_atomic(conform(err, ERRORS), self.layout.unit_errors_file(name, shard_id))
+        storage.write_parquet_atomic(table, self.layout.shard_file(name, shard_id))
+        if self.cache_url:
+            if miss:
+                cache.write_entries(self.cache_url, self.model_key, f"{self.run_id}-{name}-{unit}",
+                                    [bytes.fromhex(specs[i]["cache_key"]) for i in miss], [results[i] for i in miss],
+                                    ANSWER_OPTIONS, [specs[i]["part"] for i in miss])
+            new_keys = json.loads(row.get("new_prekeys") or "[]")
+            if new_keys:
+                prekey.write(self.cache_url, f"{self.run_id}-{unit}",
+                             [(u, bytes.fromhex(k), sha, w, h) for u, k, sha, w, h in new_keys])
+        return {"unit_id": unit, "kind": row["kind"], "n_predictions": table.num_rows, "n_errors": len(errors),
+                "n_scored": len(miss), "n_cached": len(specs) - len(miss), "n_images": int(row.get("n_images") or 0),
+                "n_fetched": int(row.get("n_fetched") or 0), "n_skipped": int(row.get("n_skipped") or 0),
+                "actor": self.actor, "cache_stats": self._cache_stats()}

@@ -4,12 +4,12 @@ A cached score is keyed by everything that determines it: the model's identity
 (engine, path, revision, LoRA, engine options), the system prompt and question
 text, the image's content hash (or the ablation's synthetic image id), the
 condition and the answer options. Tonight's run then scores only new or changed
-samples. Entries are Parquet files ``CACHE/model=<model_key>/<run_id>-<unit>.parquet``
-(``cache_key`` = the 32-byte sha256 digest, ``logprob_yes, logprob_no, other_mass``)
-written after each unit commits; error rows are never cached.
+samples. Entries (``cache_key`` = the 32-byte sha256 digest, ``logprob_yes,
+logprob_no, other_mass``) are written after each unit commits, partitioned by image
+and compacted at the end of the run (``cache_store``); error rows are never cached.
 
-In memory an actor holds one model's entries as sorted numpy arrays (56 bytes an
-entry, looked up with ``searchsorted``), not a dict of Python objects (~700 bytes).
+In memory a partition is sorted numpy arrays (56 bytes an entry, looked up with
+``searchsorted``), not a dict of Python objects (~700 bytes).
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from vlm_eval import storage
-from vlm_eval.engines.base import ScoreRequest, ScoreResult
+from vlm_eval.engines.base import ANSWER_OPTIONS, ScoreRequest, ScoreResult
+from vlm_eval.pipeline import cache_store
 
 CACHE_SCHEMA = pa.schema([("cache_key", pa.binary(32)), ("logprob_yes", pa.float64()),
                           ("logprob_no", pa.float64()), ("other_mass", pa.float64())])
@@ -46,7 +47,7 @@ def model_dir(cache_url: str, mkey: str) -> str:
 
 @dataclass(frozen=True)
 class CacheIndex:
-    """One model's cached scores: keys sorted (numpy ``S32``) with aligned value arrays."""
+    """Cached scores: keys sorted (numpy ``S32``) with aligned value arrays."""
 
     keys: np.ndarray
     logprob_yes: np.ndarray
@@ -68,23 +69,12 @@ class CacheIndex:
 EMPTY = CacheIndex(np.array([], dtype="S32"), np.array([]), np.array([]), np.array([]))
 
 
-def load(cache_url: str, mkey: str) -> CacheIndex:
-    """All cached scores of one model, as a sorted index."""
-    files = storage.list_files(model_dir(cache_url, mkey), ".parquet")
-    if not files:
+def index_of(t: pa.Table | None) -> CacheIndex:
+    if t is None or not t.num_rows:
         return EMPTY
-    import pyarrow.parquet as pq
-
-    tables = []
-    for f in files:
-        fs, path = storage.filesystem(f)
-        with fs.open(path, "rb") as fh:
-            tables.append(pq.read_table(fh, schema=CACHE_SCHEMA))
-    t = pa.concat_tables(tables).combine_chunks()
-    col0 = t["cache_key"].chunks[0] if t.num_rows else None
+    col0 = t["cache_key"].chunks[0]
     # Zero-copy view of the fixed-size binary column as 32-byte numpy strings.
-    keys = (np.frombuffer(col0.buffers()[1], dtype="S32")[col0.offset:col0.offset + len(col0)]
-            if col0 is not None else EMPTY.keys)
+    keys = np.frombuffer(col0.buffers()[1], dtype="S32")[col0.offset:col0.offset + len(col0)]
     order = np.argsort(keys, kind="stable")
 
     def col(name: str) -> np.ndarray:
@@ -93,23 +83,61 @@ def load(cache_url: str, mkey: str) -> CacheIndex:
     return CacheIndex(keys[order], col("logprob_yes"), col("logprob_no"), col("other_mass"))
 
 
-def hit_result(entry: tuple[float, float, float | None], req: ScoreRequest) -> ScoreResult:
-    yes, no = req.options[0], req.options[1]
+def _load_part(root: str, part: str) -> CacheIndex:
+    return index_of(cache_store.read_part(root, part, CACHE_SCHEMA, "cache_key"))
+
+
+def load_part(cache_url: str, mkey: str, part: str) -> CacheIndex:
+    """One partition of one model's cached scores (memoised per process)."""
+    return cache_store.load_cached(model_dir(cache_url, mkey), part, _load_part)
+
+
+def load(cache_url: str, mkey: str) -> CacheIndex:
+    """Every cached score of one model (tests and tools; the pipeline loads by partition)."""
+    root = model_dir(cache_url, mkey)
+    tables = [cache_store.read_part(root, p, CACHE_SCHEMA, "cache_key") for p in _parts(root)]
+    tables = [t for t in tables if t is not None]
+    return index_of(pa.concat_tables(tables).combine_chunks() if tables else None)
+
+
+def _parts(root: str) -> list[str]:
+    fs, path = storage.filesystem(root)
+    if not fs.exists(path):
+        return []
+    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+    return sorted(n[len("part="):] for n in names if n.startswith("part="))
+
+
+def hit_result(entry: tuple[float, float, float | None], req: ScoreRequest | None = None) -> ScoreResult:
+    yes, no = (req.options[0], req.options[1]) if req is not None else ANSWER_OPTIONS
     return ScoreResult(logprobs={yes: entry[0], no: entry[1]}, other_mass=entry[2])
 
 
-def write_entries(cache_url: str, mkey: str, name: str, keys: list[bytes], results: list[ScoreResult],
-                  options: tuple[str, str]) -> None:
-    """Cache freshly scored results (pass only misses; errors are skipped)."""
+def entries_table(keys: list[bytes], results: list[ScoreResult], options: tuple[str, str]) -> pa.Table:
     rows = [(k, r) for k, r in zip(keys, results) if r.error is None]
-    if not rows:
-        return
     yes, no = options
-    table = pa.table({
+    return pa.table({
         "cache_key": [k for k, _ in rows],
         "logprob_yes": [r.logprobs[yes] for _, r in rows],
         "logprob_no": [r.logprobs[no] for _, r in rows],
         "other_mass": [r.other_mass for _, r in rows],
     }, schema=CACHE_SCHEMA)
-    # Not fsynced: a cache entry lost to a machine crash only means a recompute.
-    storage.write_parquet_atomic(table, storage.join(model_dir(cache_url, mkey), f"{name}.parquet"), durable=False)
+
+
+def write_entries(cache_url: str, mkey: str, name: str, keys: list[bytes], results: list[ScoreResult],
+                  options: tuple[str, str], parts: list[str] | None = None) -> None:
+    """Cache freshly scored results (pass only misses; errors are skipped), one small
+    file per partition touched (``parts[i]`` = partition of ``keys[i]``)."""
+    parts = parts or [cache_store.TEXT_PART] * len(keys)
+    by_part: dict[str, list[int]] = {}
+    for i, p in enumerate(parts):
+        by_part.setdefault(p, []).append(i)
+    root = model_dir(cache_url, mkey)
+    for p, idx in by_part.items():
+        table = entries_table([keys[i] for i in idx], [results[i] for i in idx], options)
+        cache_store.write_part(root, p, name, table)
+
+
+def compact(cache_url: str, mkey: str) -> dict[str, int]:
+    """Merge each partition of one model into one file (end of a run)."""
+    return cache_store.compact(model_dir(cache_url, mkey), CACHE_SCHEMA, "cache_key")

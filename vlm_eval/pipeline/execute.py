@@ -1,17 +1,27 @@
-"""Run the scoring plan of one model on Ray Data and commit its shards."""
+"""Run the scoring plan of one model on Ray Data and commit its shards.
+
+The plan (``units.plan_units``) is a small table of unit row ranges; Ray Data maps it
+through the loader (``loader.load_unit``: reads each unit's rows from ``samples/``,
+cache lookups, fetches) and the scoring actors. The driver only sees one count row
+per unit, which feeds the progress events and ``run.json``.
+"""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
 
+import pyarrow as pa
+
+from vlm_eval import storage
 from vlm_eval.config import Job, ModelConfig
-from vlm_eval.pipeline.actors import ScoringActor, load_unit_images
 from vlm_eval.layout import RunLayout
-from vlm_eval.pipeline.plan import WorkUnit
+from vlm_eval.pipeline.units import Plan
 
 log = logging.getLogger("vlm_eval.pipeline")
+UNITS_PER_BLOCK = 4
 
 
 @dataclass
@@ -24,36 +34,78 @@ class ModelRunStats:
     errors: int = 0
     scored: int = 0
     cached: int = 0
+    images: int = 0
+    images_fetched: int = 0
+    images_skipped: int = 0
+    stale_removed: int = 0
     seconds: float = 0.0
-    by_kind: dict = field(default_factory=dict)
+    cache_stats: dict = field(default_factory=dict)
+
+    def counts(self) -> dict:
+        return {"units": self.units_total, "units_skipped": self.units_skipped, "units_scored": self.units_scored,
+                "stale_shards_removed": self.stale_removed, "predictions_written": self.predictions,
+                "image_errors": self.errors, "requests_scored": self.scored, "requests_cached": self.cached,
+                "images_in_scored_units": self.images, "images_fetched": self.images_fetched,
+                "images_skipped_cached": self.images_skipped, "seconds": round(self.seconds, 2),
+                "engine_cache_stats": aggregate_cache_stats(self.cache_stats)}
 
 
-def score_model(job: Job, model: ModelConfig, units: list[WorkUnit], run_url: str,
-                progress=None, cache_url: str | None = None, run_id: str = "run") -> ModelRunStats:
+def aggregate_cache_stats(per_actor: dict[str, dict]) -> dict:
+    """Rates averaged over actors, counts summed."""
+    out: dict[str, float] = {}
+    keys = {k for s in per_actor.values() for k in s}
+    for k in sorted(keys):
+        vals = [float(s[k]) for s in per_actor.values() if isinstance(s.get(k), (int, float))]
+        if vals:
+            out[k] = round(sum(vals) / len(vals), 6) if "rate" in k else sum(vals)
+    return out
+
+
+def remove_stale_shards(layout: RunLayout, model: str, planned: set[str]) -> int:
+    """Shards (and their error files) of units the plan no longer has: remove them."""
+    removed = 0
+    for uid in sorted(layout.committed_units(model) - planned):
+        log.info("model %s: removing stale shard %s (not a unit of this plan)", model, uid)
+        storage.remove(layout.unit_errors_file(model, uid))
+        storage.remove(layout.shard_file(model, uid))
+        removed += 1
+    return removed
+
+
+def score_model(job: Job, model: ModelConfig, plan: Plan, run_url: str, progress=None,
+                cache_url: str | None = None, run_id: str = "run") -> ModelRunStats:
     """Score every uncommitted unit of ``model``. Raises if the engine dies."""
     import ray.data
 
+    from vlm_eval.pipeline.actors import ScoringActor
+    from vlm_eval.pipeline.loader import load_unit
+
     layout = RunLayout(run_url)
+    ids = plan.ids()
+    stale = remove_stale_shards(layout, model.name, set(ids))
     done = layout.committed_units(model.name)
-    todo = [u for u in units if u.unit_id not in done]
-    stats = ModelRunStats(model.name, len(units), len(units) - len(todo))
-    if not todo:
-        return stats
+    keep = [i for i, u in enumerate(ids) if u not in done]
+    stats = ModelRunStats(model.name, len(ids), len(ids) - len(keep), stale_removed=stale)
     t0 = time.perf_counter()
+    emit = progress or (lambda event: None)
+    event = lambda: {"model": model.name, "units_done": stats.units_skipped + stats.units_scored,  # noqa: E731
+                     "units_total": len(ids), "requests_scored": stats.scored, "requests_cached": stats.cached,
+                     "errors": stats.errors, "images_fetched": stats.images_fetched,
+                     "elapsed_s": round(time.perf_counter() - t0, 2)}
+    if not keep:
+        emit(event())
+        return stats
+    todo = plan.units.take(pa.array(keep))
     res = job.resources
-    # One row per unit; each row is one block so units spread over loaders/actors.
-    ds = ray.data.from_items([u.to_row() for u in todo], override_num_blocks=len(todo))
-    ds = ds.map(partial(load_unit_images, max_image_side=job.dataset.max_image_side), num_cpus=0.5)
+    blocks = [todo.slice(i, UNITS_PER_BLOCK) for i in range(0, todo.num_rows, UNITS_PER_BLOCK)]
+    ds = ray.data.from_arrow(blocks)
+    ds = ds.map(partial(load_unit, samples_file=layout.samples_file, model=model.model_dump(),
+                        system=job.prompts.system, ablations=job.ablations,
+                        max_image_side=job.dataset.max_image_side, cache_url=cache_url), num_cpus=0.5)
     ds = ds.map_batches(
         ScoringActor,
-        fn_constructor_kwargs={
-            "model": model.model_dump(),
-            "run_url": run_url,
-            "system": job.prompts.system,
-            "ablations": job.ablations,
-            "cache_url": cache_url,
-            "run_id": run_id,
-        },
+        fn_constructor_kwargs={"model": model.model_dump(), "run_url": run_url, "system": job.prompts.system,
+                               "ablations": job.ablations, "cache_url": cache_url, "run_id": run_id},
         batch_size=1,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=res.actors),
@@ -67,7 +119,10 @@ def score_model(job: Job, model: ModelConfig, units: list[WorkUnit], run_url: st
         stats.errors += int(row["n_errors"])
         stats.scored += int(row["n_scored"])
         stats.cached += int(row["n_cached"])
-        if progress:
-            progress(model.name, stats.units_skipped + stats.units_scored, len(units))
+        stats.images += int(row["n_images"])
+        stats.images_fetched += int(row["n_fetched"])
+        stats.images_skipped += int(row["n_skipped"])
+        stats.cache_stats[row["actor"]] = json.loads(row["cache_stats"] or "{}")
+        emit(event())
     stats.seconds = time.perf_counter() - t0
     return stats

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
+from pipeline_helpers import Recording, score_unit, write_samples
+
 from vlm_eval.conditions import ABLATION_NAMES, CONDITIONS, IMAGE, ViewContext, get_condition, image_conditions
 from vlm_eval.config import validate_job
-from vlm_eval.pipeline.actors import build_requests, load_unit_images
-from vlm_eval.pipeline.plan import plan_units
+from vlm_eval.pipeline.units import plan_units
 
 
 def test_registry_says_what_each_condition_needs():
@@ -42,12 +42,14 @@ def test_shuffle_patches_sends_a_permutation_of_the_images_patches(tmp_path):
     rng = np.random.default_rng(3)
     px = rng.integers(0, 255, (64, 48), dtype=np.uint8)
     Image.fromarray(px, "L").save(tmp_path / "a.png")
-    samples = pd.DataFrame({"sample_id": ["s0", "s1"], "image_uri": [str(tmp_path / "a.png")] * 2,
-                            "swap_image_uri": None, "prompts": [["q"], ["q"]]})
-    unit = plan_units(samples, None, ["shuffle_patches"], batch_size=4)[0]
-    row = load_unit_images(unit.to_row(), max_image_side=128)
-    requests, keys = build_requests(row, None, ["shuffle_patches"])
-    shuffled = {k["sample_id"]: r for r, k in zip(requests, keys) if k["condition"] == "shuffle_patches"}
+    f = write_samples(tmp_path / "s.parquet", [
+        {"sample_id": sid, "image_uri": str(tmp_path / "a.png"), "swap_image_uri": None, "prompts": ["q"]}
+        for sid in ("s0", "s1")])
+    plan = plan_units(f, None, ["shuffle_patches"], 4, 100)
+    engine = Recording()
+    score_unit(tmp_path, f, plan.units.to_pylist()[0], ["shuffle_patches"], system=None, engine=engine)
+    sent = [r for call in engine.calls for r in call]
+    shuffled = {r.metadata["sample_id"]: r for r in sent if r.image_uuid.startswith("shuffle_patches")}
     assert set(shuffled) == {"s0", "s1"}
     original = np.asarray(Image.fromarray(px, "L").convert("RGB"))
     g = get_condition("shuffle_patches").GRID

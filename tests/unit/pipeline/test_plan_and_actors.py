@@ -1,4 +1,4 @@
-"""Work-unit planning, image transport and request building (no Ray needed)."""
+"""Work units (image-major, content-addressed), image transport and scoring (no Ray)."""
 from __future__ import annotations
 
 import json
@@ -8,35 +8,77 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from pipeline_helpers import Recording, score_unit, write_samples
 from vlm_eval.datasets.images import load_image
 from vlm_eval.engines.base import ScoreRequest, ScoreResult
 from vlm_eval.engines.scripted import ScriptedEngine
 from vlm_eval.errors import EngineError
-from vlm_eval.pipeline.actors import (_decode, _encode_for_transport, build_requests, load_unit_images,
-                                      score_isolating_failures)
-from vlm_eval.pipeline.plan import forward_passes, plan_units
+from vlm_eval.pipeline.actors import score_isolating_failures
+from vlm_eval.pipeline.loader import decode, encode_for_transport
+from vlm_eval.pipeline.plan import forward_passes
+from vlm_eval.pipeline.units import plan_units, read_rows, unit_prompt_cap
 from vlm_eval.prompts import prompt_id
 
 SYSTEM = "sys"
+FINDINGS = 14
 
 
-def _samples(n, prompts):
-    return pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "image_uri": [f"/img/{i}.png" for i in range(n)],
-                         "swap_image_uri": None, "prompts": [list(prompts)] * n})
+def _finding_major(n_images: int, prompts=("q", "p1", "p2")) -> list[dict]:
+    """Like the label adapters: every image's samples far apart (finding-major order)."""
+    return [{"sample_id": f"f{f}-i{i}", "image_uri": f"/img/{i}.png", "swap_image_uri": None,
+             "prompts": [f"{p} finding {f}" for p in prompts]}
+            for f in range(FINDINGS) for i in range(n_images)]
 
 
-def test_units_are_stable_and_text_prompts_are_scored_once():
-    samples = _samples(5, ["q", "p1", "p2"])
-    units = plan_units(samples, SYSTEM, ["text_only"], batch_size=2)
-    image_units = [u for u in units if u.kind == "image"]
-    text_units = [u for u in units if u.kind == "text"]
-    assert [u.unit_id for u in image_units] == ["s00000", "s00001", "s00002"]
-    assert [len(u.items) for u in image_units] == [2, 2, 1]
-    assert sum(len(u.items) for u in text_units) == 3  # 3 distinct prompts for 5 samples
-    assert {it["prompt_id"] for u in text_units for it in u.items} == {prompt_id(SYSTEM, p) for p in ["q", "p1", "p2"]}
-    assert [u.to_row() for u in plan_units(samples, SYSTEM, ["text_only"], 2)] == [u.to_row() for u in units]
-    assert forward_passes(samples, SYSTEM, ["text_only"]) == {"planned": 15 + 3, "naive": 30}
-    assert forward_passes(samples, SYSTEM, ["text_only", "blank"]) == {"planned": 30 + 3, "naive": 45}
+def _units(plan, samples_file):
+    out = []
+    for u in plan.units.to_pylist():
+        if u["kind"] == "image":
+            rows = read_rows(samples_file, u["start"], u["end"]).to_pandas()
+            out.append((u, rows))
+    return out
+
+
+def test_units_hold_whole_images_and_are_bounded(tmp_path):
+    f = write_samples(tmp_path / "s.parquet", _finding_major(40), row_group=50)  # units span row groups
+    cap = unit_prompt_cap(8, 3, ["text_only", "blank"])  # 8 samples x 3 variants x 2 image conditions = 48
+    plan = plan_units(f, SYSTEM, ["text_only", "blank"], 8, cap)
+    units = _units(plan, f)
+    per_image = 3 * FINDINGS * 2
+    owner: dict[str, str] = {}
+    for u, rows in units:
+        for uri in rows["image_uri"]:
+            assert owner.setdefault(uri, u["unit_id"]) == u["unit_id"], f"{uri} split across units"
+        n = rows["prompts"].map(len).sum() * 2
+        assert n == u["n_prompts"] and (n <= cap or rows["image_uri"].nunique() == 1)
+    assert len(owner) == 40 and sum(len(r) for _, r in units) == 40 * FINDINGS
+    assert all(r["image_uri"].nunique() == 1 for _, r in units)  # one image (84 prompts) > cap: alone
+    # A bigger cap packs several whole images, never more prompts than the cap.
+    plan = plan_units(f, SYSTEM, ["text_only", "blank"], 8, 4 * per_image + 10)
+    sizes = [r["image_uri"].nunique() for _, r in _units(plan, f)]
+    assert sizes == [4] * 10
+    text = [u for u in plan.units.to_pylist() if u["kind"] == "text"]
+    assert sum(len(json.loads(u["items"])) for u in text) == 3 * FINDINGS == plan.n_text_prompts
+
+
+def test_unit_ids_come_from_content_not_position(tmp_path):
+    rows = _finding_major(6)
+    f1 = write_samples(tmp_path / "a.parquet", rows, row_group=7)
+    f2 = write_samples(tmp_path / "b.parquet", rows[::-1], row_group=1000)  # other input order, other groups
+    per_image = 3 * FINDINGS
+    a = plan_units(f1, SYSTEM, [], 8, 2 * per_image)
+    b = plan_units(f2, SYSTEM, [], 8, 2 * per_image)
+    assert a.ids() == b.ids() and len(set(a.ids())) == 3
+    # Another batch size plans other units, under other ids: none can be mistaken for another.
+    c = plan_units(f1, SYSTEM, [], 8, 3 * per_image)
+    assert not set(c.ids()) & set(a.ids())
+    # Same images, other content (a prompt changed): other ids.
+    changed = [dict(r, prompts=["other"] + r["prompts"][1:]) if r["sample_id"] == "f0-i0" else r for r in rows]
+    d = plan_units(write_samples(tmp_path / "c.parquet", changed), SYSTEM, [], 8, 2 * per_image)
+    assert len(set(d.ids()) & set(a.ids())) == 2  # only the unit holding i0 changed
+    e = plan_units(f1, SYSTEM, ["text_only", "blank"], 8, 2 * per_image)
+    assert forward_passes(e, ["text_only", "blank"]) == {"planned": 6 * FINDINGS * 3 * 2 + 3 * FINDINGS,
+                                                           "naive": 6 * FINDINGS * 3 * 3}
 
 
 @pytest.mark.parametrize("kind", ["png8", "jpeg", "png16", "rgba", "big"])
@@ -52,30 +94,54 @@ def test_transport_bytes_decode_to_the_loaded_image(tmp_path, kind):
     else:
         Image.fromarray(rng.integers(0, 255, (20, 30), dtype=np.uint8), "L").save(path)
     loaded = load_image(str(path), max_side=100)
-    data = _encode_for_transport(loaded)
-    assert np.array_equal(np.asarray(_decode(data)), np.asarray(loaded.image))
+    data = encode_for_transport(loaded)
+    assert np.array_equal(np.asarray(decode(data)), np.asarray(loaded.image))
     # Untouched 8-bit PNG/JPEG travel as their original bytes: no re-encode.
     assert (data == path.read_bytes()) == (kind in ("png8", "jpeg"))
 
 
-def test_requests_cover_every_variant_and_condition_and_failed_images_become_errors(tmp_path):
+def test_every_variant_and_condition_is_scored_and_failed_images_become_errors(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(tmp_path / "a.png")
     Image.fromarray(np.full((8, 8), 9, np.uint8), "L").save(tmp_path / "b.png")
     prompts = ["q", "p1"]
-    samples = pd.DataFrame({"sample_id": ["s0", "s1"], "image_uri": [str(tmp_path / "a.png"), str(tmp_path / "nope.png")],
-                            "swap_image_uri": [str(tmp_path / "b.png"), None], "prompts": [prompts, prompts]})
-    unit = plan_units(samples, SYSTEM, ["text_only", "blank", "swap"], batch_size=4)[0]
-    row = load_unit_images(unit.to_row(), max_image_side=64)
-    errors = json.loads(row["image_errors"])
-    assert [(e["sample_id"], e["error_type"]) for e in errors] == [("s1", "missing")]
-    requests, keys = build_requests(row, SYSTEM, ["text_only", "blank", "swap"])
-    got = sorted((k["sample_id"], k["variant"], k["condition"]) for k in keys)
+    f = write_samples(tmp_path / "s.parquet", [
+        {"sample_id": "s0", "image_uri": str(tmp_path / "a.png"), "swap_image_uri": str(tmp_path / "b.png"),
+         "prompts": prompts},
+        {"sample_id": "s1", "image_uri": str(tmp_path / "nope.png"), "swap_image_uri": None, "prompts": prompts}])
+    abl = ["text_only", "blank", "swap"]
+    plan = plan_units(f, SYSTEM, abl, 4, 10_000)
+    unit = next(u for u in plan.units.to_pylist() if u["kind"] == "image")
+    engine = Recording()
+    row, actor = score_unit(tmp_path, f, unit, abl, engine=engine)
+    assert [(e["sample_id"], e["error_type"]) for e in json.loads(row["errors"])] == [("s1", "missing")]
+    shard = pd.read_parquet(actor.layout.shard_file("m", unit["unit_id"]))
+    got = sorted(zip(shard["sample_id"], shard["variant"], shard["condition"]))
     assert got == sorted(("s0", v, c) for v in (0, 1) for c in ("image", "blank", "swap"))
-    swap_req = next(r for r, k in zip(requests, keys) if k["condition"] == "swap")
-    assert np.asarray(swap_req.image).max() == 9  # the other patient's image
-    blank_req = next(r for r, k in zip(requests, keys) if k["condition"] == "blank")
-    assert np.asarray(blank_req.image).max() == 0 and blank_req.image_uuid == "blank-8x8"
-    assert all(r.system == SYSTEM for r in requests)
+    assert set(shard["prompt_id"]) == {prompt_id(SYSTEM, p) for p in prompts}
+    sent = [r for call in engine.calls for r in call]
+    swap_req = next(r for r in sent if r.image is not None and np.asarray(r.image).max() == 9)
+    assert swap_req.image_uuid == json.loads(row["specs"])[-1]["image_uuid"]  # the other patient's image
+    blank = [r for r in sent if r.image_uuid == "blank-8x8"]
+    assert len(blank) == 2 and all(np.asarray(r.image).max() == 0 for r in blank)
+    assert all(r.system == SYSTEM for r in sent) and len(engine.calls) == 1  # the whole image in one batch
+
+
+def test_blank_is_scored_once_per_prompt_and_size_within_a_unit(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L").save(tmp_path / f"{i}.png")
+        rows += [{"sample_id": f"s{i}-{k}", "image_uri": str(tmp_path / f"{i}.png"), "swap_image_uri": None,
+                  "prompts": [f"q{k}", f"p{k}"]} for k in range(2)]
+    f = write_samples(tmp_path / "s.parquet", rows)
+    plan = plan_units(f, SYSTEM, ["blank"], 4, 10_000)
+    engine = Recording()
+    _, actor = score_unit(tmp_path, f, plan.units.to_pylist()[0], ["blank"], engine=engine)
+    sent = [r for call in engine.calls for r in call]
+    assert len([r for r in sent if r.image_uuid == "blank-8x8"]) == 4  # 4 prompts x 1 size, not x 3 images
+    shard = pd.read_parquet(actor.layout.shard_file("m", plan.ids()[0]))
+    blank = shard[shard["condition"] == "blank"]
+    assert len(blank) == 12 and blank["logprob_yes"].notna().all()  # every sample still has its rows
 
 
 class _OneBadRequest:
