@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import re
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
+from vlm_eval import storage
 from vlm_eval.config import DatasetConfig
 from vlm_eval.datasets.base import ERROR_COLUMNS, SAMPLE_COLUMNS, SampleSet, empty_errors
 from vlm_eval.errors import InputError
+from vlm_eval.findings import finding_slug, normalise_finding
 
 # Label codes in an adapter's label frame (int8).
 YES, NO, UNKNOWN, EXCLUDED = 1, 0, -1, -2
@@ -51,14 +52,10 @@ COMMON_OPTIONS_DOC = {
 # ------------------------------------------------------------------ names
 
 
-def normalise_name(name: str) -> str:
-    """'Pleural_Effusion ' -> 'pleural effusion' (lower case, '_' as space, single spaces)."""
-    return re.sub(r"\s+", " ", str(name).replace("_", " ")).strip().lower()
-
-
-def slugify(finding: str) -> str:
-    """'pleural effusion' -> 'pleural_effusion' (the question_id of a finding)."""
-    return re.sub(r"[^a-z0-9]+", "_", finding.lower()).strip("_")
+# One rule for finding names everywhere (vlm_eval.findings): prompt sets look findings up
+# by the same key, so an adapter's name always finds its questions.
+normalise_name = normalise_finding
+slugify = finding_slug
 
 
 def resolve_findings(
@@ -159,8 +156,10 @@ def read_csv(path: str, required: list[str], what: str, optional: Iterable[str] 
     """
     wanted = set(required) | set(optional)
     usecols = None if kw.get("nrows") == 0 else (lambda c: c in wanted)  # nrows=0: the header, every column
+    storage.check_regular(path, what)
     try:
-        df = pd.read_csv(path, usecols=usecols, dtype=str, keep_default_na=False, na_values=[""], **kw)
+        df = pd.read_csv(path, usecols=usecols, dtype=str, keep_default_na=False, na_values=[""],
+                         storage_options=storage.reader_options(path), **kw)
     except FileNotFoundError:
         raise InputError(f"{what} not found: {path}") from None
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
@@ -168,7 +167,7 @@ def read_csv(path: str, required: list[str], what: str, optional: Iterable[str] 
     missing = [c for c in required if c not in df.columns]
     if missing:
         try:
-            header = list(pd.read_csv(path, nrows=0).columns)
+            header = list(pd.read_csv(path, nrows=0, storage_options=storage.reader_options(path)).columns)
         except Exception:  # noqa: BLE001 - only for the message
             header = list(df.columns)
         raise InputError(f"{what} {path} lacks column(s) {missing}; it has {header}")

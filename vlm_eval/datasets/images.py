@@ -4,7 +4,13 @@
 bytes, size, source format) or raises `ImageLoadError` whose ``error_type`` is one of
 
 - ``missing``      the object does not exist
-- ``unreadable``   the storage refused the read (permissions, network)
+- ``unreachable``  the storage could not be reached (connection refused, timeout):
+                   retryable (``RETRYABLE_ERROR_TYPES``): a resume tries it again
+- ``no_credentials`` an object store needs credentials the environment does not give
+- ``not_a_file``   a local path that is a FIFO, device, socket or directory (refused
+                   before any read, so it can never block)
+- ``bad_path``     the path itself is unusable (a NUL byte)
+- ``unreadable``   the storage refused the read (permissions, other I/O errors)
 - ``empty``        zero bytes
 - ``corrupt``      not decodable as any image (bad header, CRC error, garbage)
 - ``truncated``    the data ends early (never loaded with grey fill:
@@ -17,9 +23,11 @@ bytes, size, source format) or raises `ImageLoadError` whose ``error_type`` is o
 Conversions: 16-bit / 32-bit / float grayscale is scaled from its *actual* range to
 8 bit (not clipped); palette, RGBA/LA (composited on black), CMYK, YCbCr -> RGB; EXIF
 orientation applied. DICOM: modality LUT (rescale slope/intercept), VOI LUT or the
-first window (center/width), MONOCHROME1 inverted; multi-frame -> first frame.
+first window (center/width), MONOCHROME1 inverted; multi-frame -> first frame, and only
+that frame is decoded (the decode budget is one frame's raster).
 Images whose longest side exceeds ``max_side`` are downscaled (JPEG via
-``Image.draft`` so the full-size raster is never decoded). No pixel data is logged.
+``Image.draft`` so the full-size raster is never decoded). No pixel data is logged;
+messages name the URI with any credentials stripped (``provenance.redact_text``).
 """
 from __future__ import annotations
 
@@ -32,12 +40,22 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from vlm_eval.errors import VlmEvalError
+from vlm_eval.provenance import redact_text
 
 MAX_FILE_BYTES = 1 << 30  # 1 GiB read limit per image file
 MAX_DECODE_BYTES = 1 << 30  # budget for the decoded raster (after JPEG draft reduction)
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3,
                     "RGBA": 4, "RGBa": 4, "CMYK": 4, "I": 8, "F": 8, "I;16": 6, "I;16B": 6, "I;16L": 6,
                     "I;16N": 6}  # high-bit modes: raw + a float32 copy while rescaling
+# Failures of the environment, not of the image: the pipeline does not count the image as
+# done, so a resume retries it (a corrupt file would fail the same way again; these may not).
+RETRYABLE_ERROR_TYPES = frozenset({"unreachable", "no_credentials"})
+_CREDENTIAL_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
+                      "NoAuthTokenError", "UnauthorizedSSOTokenError"}
+_UNREACHABLE_ERRORS = {"ConnectionError", "TimeoutError", "FSTimeoutError", "EndpointConnectionError",
+                       "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError", "ClientConnectionError",
+                       "ClientConnectorError", "ServerDisconnectedError", "ServerTimeoutError", "ClientOSError",
+                       "ClientPayloadError"}
 
 
 class ImageLoadError(VlmEvalError):
@@ -45,7 +63,7 @@ class ImageLoadError(VlmEvalError):
 
     def __init__(self, error_type: str, message: str):
         self.error_type = error_type
-        super().__init__(message)
+        super().__init__(redact_text(message))
 
 
 @dataclass
@@ -84,26 +102,57 @@ def noise_like(img: Image.Image, seed: int) -> Image.Image:
 # ---------------------------------------------------------------- reading
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """exc and its causes/contexts (fsspec's http turns a refused connection into FileNotFoundError)."""
+    out: list[BaseException] = []
+    while exc is not None and exc not in out and len(out) < 16:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def _kind_names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for e in _chain(exc) for cls in type(e).__mro__}
+
+
 def _read(uri: str, max_bytes: int) -> bytes:
     from vlm_eval import storage
 
+    if "\x00" in uri:
+        raise ImageLoadError("bad_path", f"{uri!r}: the image path contains a NUL byte; fix the manifest row")
     try:
-        fs, path = storage.filesystem(uri)
-        with fs.open(path, "rb") as f:
+        with storage.open_input(uri, "image") as f:
             data = f.read(max_bytes + 1)  # no separate stat: one request per object store read
         if len(data) > max_bytes:
             raise ImageLoadError("too_large", f"{uri}: file is over the {max_bytes}-byte limit")
         return data
     except ImageLoadError:
         raise
-    except FileNotFoundError:
-        raise ImageLoadError("missing", f"{uri}: image not found (check dataset.images and the manifest path)") from None
+    except storage.NotRegularFileError as exc:
+        raise ImageLoadError("not_a_file", f"{uri}: {exc}") from None
     except IsADirectoryError:
-        raise ImageLoadError("missing", f"{uri}: is a directory, not an image file") from None
-    except PermissionError as exc:
-        raise ImageLoadError("unreadable", f"{uri}: permission denied ({exc.__class__.__name__})") from None
-    except OSError as exc:
-        raise ImageLoadError("unreadable", f"{uri}: cannot read ({exc.__class__.__name__}: {exc})") from None
+        raise ImageLoadError("not_a_file", f"{uri}: is a directory, not an image file") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of one read is this image's error row
+        raise _read_error(uri, exc) from None
+
+
+def _read_error(uri: str, exc: Exception) -> ImageLoadError:
+    names = _kind_names(exc)
+    what = f"{exc.__class__.__name__}: {exc}"
+    if names & _CREDENTIAL_ERRORS:
+        return ImageLoadError("no_credentials", f"{uri}: no credentials for this object store ({what}); set "
+                              "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role "
+                              "(and AWS_ENDPOINT_URL) on every node, then resume the run")
+    if names & _UNREACHABLE_ERRORS:
+        return ImageLoadError("unreachable", f"{uri}: storage unreachable ({what}); check the host, network "
+                              "and VLM_EVAL_IO_TIMEOUT_S, then resume the run (these images are retried)")
+    if isinstance(exc, FileNotFoundError):
+        return ImageLoadError("missing", f"{uri}: image not found (check dataset.images and the manifest path)")
+    if isinstance(exc, ValueError) and "null" in str(exc).lower():
+        return ImageLoadError("bad_path", f"{uri!r}: the image path is unusable ({what}); fix the manifest row")
+    if isinstance(exc, PermissionError):
+        return ImageLoadError("unreadable", f"{uri}: permission denied ({exc.__class__.__name__})")
+    return ImageLoadError("unreadable", f"{uri}: cannot read ({what})")
 
 
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"II*\x00", b"MM\x00*", b"BM", b"RIFF")
@@ -221,9 +270,15 @@ def _decode_dicom(data: bytes, uri: str, max_side: int, max_decode_bytes: int) -
         raise ImageLoadError("corrupt", f"{uri}: DICOM file has no pixel data")
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     spp = int(ds.get("SamplesPerPixel", 1))
-    _check_budget(uri, cols, rows, 4 * spp, max_decode_bytes)
     try:
-        arr = ds.pixel_array
+        frames = max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        frames = 1
+    _check_budget(uri, cols, rows, 4 * spp, max_decode_bytes)  # one frame: only the first is decoded
+    try:
+        arr = _first_frame(ds, frames, uri, cols, rows, spp, max_decode_bytes)
+    except ImageLoadError:
+        raise
     except Exception as exc:  # noqa: BLE001
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
         msg = str(exc)
@@ -235,9 +290,6 @@ def _decode_dicom(data: bytes, uri: str, max_side: int, max_decode_bytes: int) -
             ) from None
         kind = "truncated" if "length" in msg.lower() or "size" in msg.lower() else "corrupt"
         raise ImageLoadError(kind, f"{uri}: cannot decode DICOM pixels ({exc.__class__.__name__})") from None
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        arr = arr[0]
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # colour (pydicom converts YBR to RGB)
         rgb = arr[..., :3]
@@ -247,6 +299,18 @@ def _decode_dicom(data: bytes, uri: str, max_side: int, max_decode_bytes: int) -
         img = Image.fromarray(_dicom_gray(ds, arr, photometric), mode="L")
     original = img.size
     return _to_rgb(_downscale(img, max_side)), "DICOM", original
+
+
+def _first_frame(ds, frames: int, uri: str, cols: int, rows: int, spp: int, max_decode_bytes: int) -> np.ndarray:
+    """Decode frame 0 only (pydicom >= 3 decodes one frame by index: a 25 MB multi-frame
+    file must not become gigabytes of frames we never look at)."""
+    try:
+        from pydicom.pixels import pixel_array
+    except ImportError:  # pragma: no cover - pydicom 2.x decodes every frame: budget them all
+        _check_budget(uri, cols, rows * frames, 4 * spp, max_decode_bytes)
+        arr = ds.pixel_array
+        return arr[0] if frames > 1 else arr
+    return pixel_array(ds, index=0) if frames > 1 else pixel_array(ds)
 
 
 def _first_number(value) -> float:
@@ -287,9 +351,16 @@ def load_image(uri: str, max_side: int = 2048, *, max_bytes: int | None = None,
     data = _read(uri, max_bytes)
     if len(data) == 0:
         raise ImageLoadError("empty", f"{uri}: the file is empty (0 bytes)")
-    if _is_dicom(data, uri):
-        img, fmt, original = _decode_dicom(data, uri, max_side, max_decode_bytes)
-    else:
-        img, fmt, original = _decode_pil(data, uri, max_side, max_decode_bytes)
+    try:
+        if _is_dicom(data, uri):
+            img, fmt, original = _decode_dicom(data, uri, max_side, max_decode_bytes)
+        else:
+            img, fmt, original = _decode_pil(data, uri, max_side, max_decode_bytes)
+    except ImageLoadError:
+        raise
+    except MemoryError:
+        raise ImageLoadError("too_large", f"{uri}: out of memory while decoding; downscale the file") from None
+    except Exception as exc:  # noqa: BLE001 - one odd file is this sample's error row, never the job's end
+        raise ImageLoadError("corrupt", f"{uri}: cannot decode ({exc.__class__.__name__}: {exc})") from None
     return LoadedImage(image=img, sha256=image_bytes_sha256(data), width=img.width, height=img.height,
                        source_format=fmt, original_size=original, data=data)

@@ -5,8 +5,8 @@ Formats (by file name, or ``dataset.options.format``): CSV (``.csv``, ``.csv.gz`
 also gzipped). Any fsspec path: the same code reads local files and ``s3://``.
 Column names are matched after stripping spaces and lower-casing.
 
-Whole-file problems stop before any work (InputError): the manifest is missing or
-unreadable, has no data rows, or lacks a required column (one message names the
+Whole-file problems stop before any work (InputError): the manifest is missing,
+unreadable or not a regular file (a FIFO or device is refused, never read), has no data rows, or lacks a required column (one message names the
 missing columns, the file and the columns found). Row problems become error rows
 (stage ``manifest``, ``source`` = ``FILE:N``: N is the 1-based line in CSV/JSONL
 files, header = line 1, and the 0-based row index in Parquet):
@@ -20,6 +20,10 @@ files, header = line 1, and the 0-based row index in Parquet):
 - ``bad_label``       anything but yes/no/true/false/y/n/1/0 (any case) or empty
 - ``path_escape``     a path that leaves the images root (``..``, or an absolute path
                       outside it)
+- ``bad_path``        an image path with a NUL byte
+- ``credentials_in_url`` an image URL with user-info (``https://user:pass@host/...``):
+                      refused, because the URI is stored in samples/ and quoted in errors/;
+                      credentials come from the environment (AWS_*, ~/.netrc)
 
 Labels: ``yes``/``y``/``true``/``1`` -> ``yes``; ``no``/``n``/``false``/``0`` -> ``no``;
 empty -> unknown (null). Booleans and 1/0 numbers from Parquet/JSONL map the same way.
@@ -34,37 +38,30 @@ a rerun of the same manifest gives the same ids.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import posixpath
 import re
 from collections import Counter
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
 from vlm_eval import storage
 from vlm_eval.config import DatasetConfig
+from vlm_eval.datasets._manifest_io import REQUIRED, RowError, detect_format, read_csv, read_jsonl, read_parquet
 from vlm_eval.datasets.base import PARAPHRASES, SAMPLE_COLUMNS, SampleSet, empty_errors
 from vlm_eval.errors import InputError
+from vlm_eval.findings import normalise_finding
+from vlm_eval.provenance import url_has_credentials
+from vlm_eval.values import is_missing
 
-REQUIRED = ("image", "question")
 OPTIONAL = ("paraphrases", "label", "sample_id", "patient_id", "study_id", "split", "finding")
 SOURCE = "_source"  # extra column: FILE:N of the row (error messages downstream); dropped by load_samples
 YES = {"yes", "y", "true", "1", "1.0"}
 NO = {"no", "n", "false", "0", "0.0"}
 _SURROGATE = re.compile("[\udc80-\udcff]")
-
-
-class RowError(Exception):
-    """One input row cannot become a sample: ``error_type`` and a message without row text."""
-
-    def __init__(self, error_type: str, message: str):
-        self.error_type = error_type
-        super().__init__(message)
 
 
 # ---------------------------------------------------------------- helpers other adapters reuse
@@ -78,7 +75,7 @@ def default_sample_id(image: str, question: str | None, finding: str | None = No
 
 def normalise_label(value: Any) -> str | None:
     """'yes' / 'no' / None (unknown); RowError('bad_label') for anything else."""
-    if value is None or (isinstance(value, float) and value != value):
+    if is_missing(value):
         return None
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -101,8 +98,19 @@ def normalise_label(value: Any) -> str | None:
 
 
 def resolve_image_uri(image: str, root: str | None) -> str:
-    """Absolute URL kept; else joined to ``root``; RowError('path_escape') if it leaves the root."""
+    """Absolute URL kept; else joined to ``root``; RowError('path_escape') if it leaves the root.
+
+    Refused: a NUL byte (``bad_path``) and a URL with user-info (``credentials_in_url``):
+    the URI is stored in samples/ and quoted in errors/, so it must hold no secret; object
+    stores and HTTP take credentials from the environment (AWS_*, ~/.netrc), never the manifest.
+    """
     image = image.strip()
+    if "\x00" in image:
+        raise RowError("bad_path", "the image path contains a NUL byte; fix the path in the manifest")
+    if url_has_credentials(image):
+        raise RowError("credentials_in_url", "the image URL carries credentials (user:password@host); remove "
+                                             "them: credentials come from the environment (AWS_* variables, "
+                                             "~/.netrc), never from the manifest")
     if image.startswith("file://") and root is not None and not storage.is_url(root):
         image = image[len("file://"):]  # a local file URL is a local path: the root check applies
     elif "://" in image:
@@ -127,7 +135,7 @@ def resolve_image_uri(image: str, root: str | None) -> str:
 
 def _text(value: Any, column: str) -> str | None:
     """A cell as stripped text (None when empty); RowError on undecodable bytes."""
-    if value is None or (isinstance(value, float) and value != value):
+    if is_missing(value):
         return None
     if isinstance(value, bytes):
         try:
@@ -144,7 +152,7 @@ def _text(value: Any, column: str) -> str | None:
 
 
 def _paraphrases(value: Any) -> list[str] | None:
-    if value is None or (isinstance(value, float) and value != value):
+    if is_missing(value):
         return None
     if isinstance(value, (str, bytes)):
         text = _text(value, "paraphrases")
@@ -164,125 +172,6 @@ def _paraphrases(value: Any) -> list[str] | None:
             raise RowError("bad_paraphrases", f"paraphrases[{i}] is not a non-empty string")
         out.append(_text(item, f"paraphrases[{i}]"))
     return out
-
-
-# ---------------------------------------------------------------- readers: yield (N, row dict | RowError)
-
-
-def _detect_format(path: str, option: str | None) -> str:
-    if option:
-        fmt = option.lower()
-        if fmt not in ("csv", "tsv", "parquet", "jsonl"):
-            raise InputError(f"dataset.options.format {option!r}: use csv, tsv, parquet or jsonl")
-        return fmt
-    name = path.lower()
-    for suffix in (".gz", ".bz2", ".zst", ".xz"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    for ext, fmt in ((".csv", "csv"), (".tsv", "tsv"), (".parquet", "parquet"), (".pq", "parquet"),
-                     (".jsonl", "jsonl"), (".ndjson", "jsonl")):
-        if name.endswith(ext):
-            return fmt
-    raise InputError(f"cannot tell the format of manifest {path} from its name; name it .csv, .csv.gz, "
-                     ".parquet or .jsonl, or set dataset.options.format")
-
-
-def _read_raw(path: str) -> bytes:
-    import fsspec
-
-    try:
-        with fsspec.open(path, "rb", compression="infer") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise InputError(f"manifest not found: {path}. Check dataset.manifest (a local path or URL).") from None
-    except (OSError, EOFError, ValueError) as exc:
-        raise InputError(f"cannot read manifest {path}: {exc.__class__.__name__}: {exc}") from None
-
-
-def _norm_header(names: list[str], path: str) -> list[str]:
-    cols = [str(n).strip().lower() for n in names]
-    dupes = sorted({c for c in cols if cols.count(c) > 1 and c})
-    if dupes:
-        raise InputError(f"manifest {path} repeats column(s) {dupes} (names compare case-insensitively)")
-    return cols
-
-
-def _read_csv(path: str, encoding: str, delimiter: str) -> tuple[list[str], Iterator]:
-    text = _read_raw(path).decode(encoding, errors="surrogateescape")
-    text = text.lstrip("\ufeff")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header: list[str] | None = None
-    for fields in reader:
-        if fields:
-            header = _norm_header(fields, path)
-            break
-    if header is None:
-        raise InputError(f"manifest {path} is empty (no header row). Expected columns: {', '.join(REQUIRED)}")
-
-    def rows() -> Iterator:
-        while True:
-            try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield reader.line_num, RowError("malformed_row", f"CSV cannot be parsed here ({exc})")
-                continue
-            if all(not f.strip() for f in fields):
-                yield reader.line_num, None  # blank line: not an input row
-                continue
-            if len(fields) != len(header):
-                yield reader.line_num, RowError(
-                    "malformed_row", f"row has {len(fields)} fields but the header has {len(header)} "
-                                     "(check quoting and delimiters)")
-                continue
-            yield reader.line_num, dict(zip(header, fields))
-
-    return header, rows()
-
-
-def _read_jsonl(path: str, encoding: str) -> tuple[list[str], Iterator]:
-    raw = _read_raw(path)
-    parsed: list[tuple[int, Any]] = []
-    keys: dict[str, None] = {}
-    for n, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line.decode(encoding).lstrip("\ufeff"))
-        except UnicodeDecodeError:
-            parsed.append((n, RowError("bad_encoding", f"line is not valid {encoding}; re-save the manifest as "
-                                                       "UTF-8 or set dataset.options.encoding")))
-            continue
-        except json.JSONDecodeError as exc:
-            parsed.append((n, RowError("malformed_row", f"not valid JSON ({exc.msg})")))
-            continue
-        if not isinstance(obj, dict):
-            parsed.append((n, RowError("malformed_row", f"expected a JSON object, got {type(obj).__name__}")))
-            continue
-        row = {str(k).strip().lower(): v for k, v in obj.items()}
-        keys.update(dict.fromkeys(row))
-        parsed.append((n, row))
-    if parsed and not keys:
-        first = parsed[0]
-        raise InputError(f"manifest {path}: no line is a valid JSON object (line {first[0]}: {first[1]})")
-    return list(keys), iter(parsed)
-
-
-def _read_parquet(path: str) -> tuple[list[str], Iterator]:
-    import pyarrow.parquet as pq
-
-    fs, inner = storage.filesystem(path)
-    try:
-        with fs.open(inner, "rb") as f:
-            table = pq.read_table(f)
-    except FileNotFoundError:
-        raise InputError(f"manifest not found: {path}. Check dataset.manifest (a local path or URL).") from None
-    except Exception as exc:  # noqa: BLE001 - arrow raises several kinds for bad files
-        raise InputError(f"cannot read Parquet manifest {path}: {exc.__class__.__name__}: {exc}") from None
-    header = _norm_header(table.column_names, path)
-    table = table.rename_columns(header)
-    return header, ((i, row) for i, row in enumerate(table.to_pylist()))
 
 
 # ---------------------------------------------------------------- the adapter
@@ -328,13 +217,13 @@ def _to_sample(row: dict, root: str, dataset: str) -> dict:
 def read_manifest(path: str, images: str | None, *, dataset: str | None = None, fmt: str | None = None,
                   encoding: str = "utf-8") -> SampleSet:
     """Read one manifest file into a SampleSet (see the module doc for every rule)."""
-    fmt = _detect_format(path, fmt)
+    fmt = detect_format(path, fmt)
     if fmt == "parquet":
-        header, rows = _read_parquet(path)
+        header, rows = read_parquet(path)
     elif fmt == "jsonl":
-        header, rows = _read_jsonl(path, encoding)
+        header, rows = read_jsonl(path, encoding)
     else:
-        header, rows = _read_csv(path, encoding, "\t" if fmt == "tsv" else ",")
+        header, rows = read_csv(path, encoding, "\t" if fmt == "tsv" else ",")
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise InputError(
@@ -403,8 +292,6 @@ def filter_findings(sset: SampleSet, findings: list[str] | None) -> SampleSet:
     """Keep samples whose finding is in ``findings`` (spelling-insensitive); count the rest in stats."""
     if not findings:
         return sset
-    from vlm_eval.prompts.sets import normalise_finding
-
     wanted = {normalise_finding(f) for f in findings}
     keep = sset.samples["finding"].map(lambda f: f is not None and normalise_finding(f) in wanted)
     sset.stats["filtered_out_by_finding"] = int((~keep).sum())

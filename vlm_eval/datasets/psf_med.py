@@ -32,10 +32,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from vlm_eval import storage
 from vlm_eval.config import DatasetConfig
 from vlm_eval.datasets import _label_common as lc
 from vlm_eval.datasets.base import PARAPHRASES, SAMPLE_COLUMNS, SampleSet
 from vlm_eval.errors import InputError
+from vlm_eval.values import is_missing
 
 NAME = "psf_med"
 ALIASES = {
@@ -56,14 +58,16 @@ _NO = {"no", "n", "false", "0"}
 
 def _read_any(path: str) -> pd.DataFrame:
     low = path.lower()
+    storage.check_regular(path, "PSF-Med question file")
+    opts = storage.reader_options(path)
     try:
         if low.endswith(".parquet"):
-            return pd.read_parquet(path)
+            return pd.read_parquet(path, storage_options=opts)
         if low.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-            return pd.read_json(path, lines=True, dtype=False)
+            return pd.read_json(path, lines=True, dtype=False, storage_options=opts)
         if low.endswith((".json", ".json.gz")):
-            return pd.read_json(path, dtype=False)
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            return pd.read_json(path, dtype=False, storage_options=opts)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], storage_options=opts)
     except FileNotFoundError:
         raise InputError(f"PSF-Med question file not found: {path}") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -72,7 +76,7 @@ def _read_any(path: str) -> pd.DataFrame:
 
 def _parse_list(value: Any) -> list[str] | None:
     """A paraphrase list from a list / array / JSON string; None when unparseable."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if not isinstance(value, str) and is_missing(value):  # "" is no list: unparseable below
         return []
     if isinstance(value, (list, tuple, np.ndarray)):
         return [str(v) for v in value]
