@@ -145,6 +145,9 @@ def run_job(job: Job, *, progress: Callable[[dict], None] | None = None, shutdow
     progress: called with an event dict per committed unit (keys ``model, units_done,
     units_total, requests_scored, requests_cached, errors, images_fetched, elapsed_s``).
     """
+    from vlm_eval.pipeline.ray_env import check_output
+
+    check_output(job.output, job.resources.ray_address)  # a relative output on a cluster: refuse
     run_id = job.resolved_run_id()
     run_url = storage.join(job.output, run_id)
     layout = RunLayout(run_url)
