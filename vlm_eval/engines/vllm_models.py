@@ -59,6 +59,16 @@ def lora_rank(adapter: str) -> int | None:
         return None
 
 
+def vllm_lora_rank(adapter: str) -> int | None:
+    """The ``max_lora_rank`` for an adapter: its rank rounded up to one vLLM accepts
+    (its MaxLoRARanks); None when the adapter states no rank (vLLM's default, 16)."""
+    rank = lora_rank(adapter)
+    if not rank:
+        return None
+    allowed = [r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank]
+    return allowed[0] if allowed else rank
+
+
 def lora_id(name: str, path: str) -> int:
     """A stable, positive LoRA id per (entry name, adapter path)."""
     return (zlib.crc32(f"{name}\0{path}".encode()) & 0x7FFFFFFF) or 1
