@@ -9,16 +9,16 @@ prompt-code lookup, never a string join.
 
 The result equals ``metrics.variant_table`` + ``metrics.sample_aggregates`` +
 ``metrics.incomplete_reason`` (``tests/unit/reduce/test_reduce_equivalence.py``). Where
-the dense layout cannot represent the input (two with-image or two sample-specific
-ablated rows for one (sample, variant), e.g. different prompt_ids, or repeated
-sample_ids in ``samples``) the builders return None and ``metrics`` takes the frame path.
+the dense layout cannot represent the input (two rows in one cell, which
+``rows.conflicting_rows`` removes beforehand, or repeated sample_ids in ``samples``)
+the builders return None and ``metrics`` takes the frame path.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from vlm_eval.reduce.tables import usable
+from vlm_eval.reduce.rows import entropy_bits, row_problems, usable
 from vlm_eval.schema import IMAGE
 
 AGG_COLUMNS = ["n_img_ok", "n_abl_ok", "n_yes_img", "n_yes_abl", "n_agree", "flips",
@@ -118,8 +118,6 @@ def cell_values(cells: np.ndarray, ok: np.ndarray, m: np.ndarray) -> tuple[np.nd
 def aggregates(img: np.ndarray, abl: np.ndarray, ok: np.ndarray, m: np.ndarray) -> pd.DataFrame:
     """Per sample (positional): AGG_COLUMNS, as ``metrics.sample_aggregates`` after
     reindexing (booleans False and counts 0 where a sample has no variants)."""
-    from vlm_eval.reduce.metrics import entropy_bits
-
     i_ok, i_yes, i_m = cell_values(img, ok, m)
     a_ok, a_yes, a_m = cell_values(abl, ok, m)
     ok0, yes0 = i_ok[:, 0], i_yes[:, 0]
@@ -139,7 +137,7 @@ def _variant_list(mask_row: np.ndarray) -> str:
     return ", ".join(str(v) for v in np.flatnonzero(mask_row))
 
 
-def incomplete_reasons(img: np.ndarray, abl: np.ndarray, ok: np.ndarray, errors: pd.Series,
+def incomplete_reasons(img: np.ndarray, abl: np.ndarray, ok: np.ndarray, preds: pd.DataFrame,
                        n_variants: np.ndarray, todo: np.ndarray, ablation: str) -> np.ndarray:
     """Why each sample in ``todo`` (bool, positional) is incomplete, as
     ``metrics.incomplete_reason`` words it; None elsewhere."""
@@ -159,22 +157,20 @@ def incomplete_reasons(img: np.ndarray, abl: np.ndarray, ok: np.ndarray, errors:
     err_abl = np.where(a_bad.any(1), ab[np.arange(len(idx)), a_bad.argmax(1)], -1)
     need = np.unique(np.concatenate([err_img, err_abl]))
     need = need[need >= 0]
-    text = dict(zip(need.tolist(), errors.take(need).astype(object).tolist()))
-
-    def msg(row: int) -> str:
-        v = text[row]
-        return "no log-probabilities" if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else v
+    text = dict(zip(need.tolist(), row_problems(preds, need)))
 
     for k, s in enumerate(idx):
         parts = []
         if missing_img[k].any():
             parts.append(f"missing image predictions for variants [{_variant_list(missing_img[k])}]")
         if err_img[k] >= 0:
-            parts.append("engine error: " + msg(err_img[k]))
+            kind, msg = text[err_img[k]]
+            parts.append(f"{kind}: {msg}")
         if missing_abl[k].any():
             parts.append(f"missing {ablation} prediction for variants [{_variant_list(missing_abl[k])}]")
         if err_abl[k] >= 0:
-            parts.append(f"engine error ({ablation}): " + msg(err_abl[k]))
+            kind, msg = text[err_abl[k]]
+            parts.append(f"{kind} ({ablation}): {msg}")
         out[s] = "; ".join(parts) if parts else np.nan
     return out
 

@@ -9,10 +9,14 @@ Decisions made here (documented in the README's method section too):
 - ``majority`` reliance: the vote over variants is 'yes' iff strictly more than half
   of the variants say 'yes'; a tie votes 'no' (the same convention as margin == 0).
 - margin_shift = with-image margin - ablated margin, both of variant 0.
-- A row that has an ``error`` or a null log-probability is not a usable prediction.
-- Only complete rows get consistent / flips / flip_rate / image_reliant /
-  ablation_agreement / quadrant; incomplete rows keep variant 0's prediction, margin
-  and ablated values where they exist, and say why in ``incomplete_reason``.
+- A row with an ``error``, a null/NaN log-probability, -inf for both answers, or two
+  rows for one (sample, variant, condition) with different prompt_ids is not a usable
+  prediction (``rows.usable``); its sample is incomplete and says why.
+- Only complete rows get image_reliant / ablation_agreement; only complete rows with
+  two or more variants get consistent / flips / flip_rate / quadrant (one variant:
+  consistency is *not measured*, null, never a vacuous True). Incomplete rows keep
+  variant 0's prediction, margin and ablated values where they exist, and say why in
+  ``incomplete_reason``.
 - Every other ablation A of the run (``conditions`` minus ``image`` and minus
   ``taxonomy.ablation``) adds ``A_prediction``, ``A_margin`` (variant 0 under A),
   ``A_margin_shift`` (with-image margin - A margin, variant 0) and ``A_reliant``
@@ -26,43 +30,24 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from vlm_eval.conditions import ABLATION_NAMES, IMAGE
 from vlm_eval.config import TaxonomyConfig
 from vlm_eval.reduce import dense
-from vlm_eval.reduce.tables import usable
-from vlm_eval.conditions import ABLATION_NAMES as ABLATIONS, IMAGE
+from vlm_eval.reduce.rows import conflicting_rows, entropy_bits, margin, prediction, row_problems, usable
 
-_LN2 = np.log(2.0)
-
-
-def margin(logprob_yes, logprob_no) -> np.ndarray:
-    """m = logprob_yes - logprob_no."""
-    return np.asarray(logprob_yes, dtype=float) - np.asarray(logprob_no, dtype=float)
-
-
-def prediction(m) -> np.ndarray:
-    """'yes' where m > 0 else 'no' (a tie is 'no'); None where m is NaN."""
-    m = np.asarray(m, dtype=float)
-    out = np.where(m > 0, "yes", "no").astype(object)
-    out[np.isnan(m)] = None
-    return out
-
-
-def entropy_bits(m) -> np.ndarray:
-    """Binary entropy (bits) of softmax([lp_yes, lp_no]) = sigmoid(m); stable for any m."""
-    m = np.asarray(m, dtype=float)
-    with np.errstate(invalid="ignore", over="ignore"):
-        log_p = -np.logaddexp(0.0, -m)
-        log_q = -np.logaddexp(0.0, m)
-        p, q = np.exp(log_p), np.exp(log_q)
-        h = -(np.where(p > 0, p * log_p, 0.0) + np.where(q > 0, q * log_q, 0.0)) / _LN2
-    return np.where(np.isnan(m), np.nan, np.clip(h, 0.0, 1.0))
+__all__ = ["entropy_bits", "margin", "prediction", "quadrant_table"]
 
 
 def scored_predictions(preds: pd.DataFrame) -> pd.DataFrame:
-    """Prediction rows plus ok, margin, yes (bool), entropy; unusable rows get NaN/False."""
+    """Prediction rows plus ok, margin, yes (bool), entropy, and ``why`` ((kind, text) of
+    ``rows.row_problem``) on unusable rows; unusable rows get NaN/False."""
     ok = usable(preds).to_numpy()
     m = np.where(ok, margin(preds["logprob_yes"], preds["logprob_no"]), np.nan)
-    return preds.assign(ok=ok, margin=m, yes=m > 0, entropy=entropy_bits(m))
+    why = np.full(len(preds), None, dtype=object)
+    bad = np.flatnonzero(~ok)
+    if len(bad):
+        why[bad] = pd.Series(row_problems(preds, bad), dtype=object).to_numpy()
+    return preds.assign(ok=ok, margin=m, yes=m > 0, entropy=entropy_bits(m), why=why)
 
 
 def variant_grid(samples: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +59,7 @@ def variant_grid(samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def _side(rows: pd.DataFrame, prefix: str, keys: list[str]) -> pd.DataFrame:
-    cols = {"ok": "ok", "margin": "margin", "yes": "yes", "entropy": "entropy", "error": "error"}
+    cols = {"ok": "ok", "margin": "margin", "yes": "yes", "entropy": "entropy", "why": "why"}
     out = rows[keys + list(cols)].rename(columns={c: f"{prefix}_{c}" for c in cols})
     return out.assign(**{f"{prefix}_present": True})
 
@@ -166,9 +151,10 @@ def _variants_text(vt: pd.DataFrame, mask: pd.Series) -> pd.Series:
     return sub.assign(v=sub["variant"].astype(str)).groupby("sample_id", sort=False)["v"].agg(", ".join)
 
 
-def _first_error(vt: pd.DataFrame, mask: pd.Series, col: str) -> pd.Series:
+def _first_problem(vt: pd.DataFrame, mask: pd.Series, col: str, ablation: str | None) -> pd.Series:
     sub = vt.loc[mask, ["sample_id", col]]
-    msg = sub[col].astype(object).where(sub[col].notna(), "no log-probabilities")
+    where = f" ({ablation})" if ablation else ""
+    msg = sub[col].map(lambda w: f"{w[0]}{where}: {w[1]}")
     return msg.groupby(sub["sample_id"].to_numpy(), sort=False).first()
 
 
@@ -176,9 +162,9 @@ def incomplete_reason(vt: pd.DataFrame, ablation: str) -> pd.Series:
     """Why a sample is incomplete ('; '-joined), indexed by sample_id; absent = complete."""
     parts = [
         "missing image predictions for variants [" + _variants_text(vt, ~vt["img_present"]) + "]",
-        "engine error: " + _first_error(vt, vt["img_present"] & ~vt["img_ok"], "img_error"),
+        _first_problem(vt, vt["img_present"] & ~vt["img_ok"], "img_why", None),
         f"missing {ablation} prediction for variants [" + _variants_text(vt, vt["img_present"] & ~vt["abl_present"]) + "]",
-        f"engine error ({ablation}): " + _first_error(vt, vt["abl_present"] & ~vt["abl_ok"], "abl_error"),
+        _first_problem(vt, vt["abl_present"] & ~vt["abl_ok"], "abl_why", ablation),
     ]
     parts = [p.astype(object) for p in parts if len(p)]
     if not parts:
@@ -197,11 +183,11 @@ def extra_ablations(preds: pd.DataFrame, taxonomy: TaxonomyConfig, ablations: li
     """The run's ablations other than ``taxonomy.ablation``, in the given order.
 
     ablations: the job's conditions minus ``image`` (None = the ablations that occur in
-    ``preds``, in ``vlm_eval.schema.ABLATIONS`` order).
+    ``preds``, in the condition registry's order).
     """
     if ablations is None:
         present = set(preds["condition"].dropna().unique()) if "condition" in preds else set()
-        ablations = [a for a in ABLATIONS if a in present]
+        ablations = [a for a in ABLATION_NAMES if a in present]
     return [a for a in dict.fromkeys(ablations) if a not in (IMAGE, taxonomy.ablation)]
 
 
@@ -248,6 +234,7 @@ def quadrant_columns(samples: pd.DataFrame, agg: pd.DataFrame, reasons: np.ndarr
     complete = complete_mask(agg, n)
     reasons = np.where(n == 0, "no prompt variants in samples/", np.asarray(reasons, dtype=object))
     flips = counts[:, 2]
+    measured = complete & (n > 1)  # one variant: nothing to be consistent with (not measured)
     consistent = pd.Series(flips == 0, index=agg.index)
     for col in ("img_ok", "img_yes", "abl_ok", "abl_yes"):
         agg[col] = agg[col].eq(True)
@@ -274,8 +261,8 @@ def quadrant_columns(samples: pd.DataFrame, agg: pd.DataFrame, reasons: np.ndarr
             "margin": m_img,
             "entropy": np.where(has_pred, agg["img_entropy"].to_numpy(dtype=float), np.nan),
             "correct": _nullable(pred == label, known),
-            "consistent": _nullable(consistent.to_numpy(), complete),
-            "flips": _nullable(flips, complete),
+            "consistent": _nullable(consistent.to_numpy(), measured),
+            "flips": _nullable(flips, measured),
             "flip_rate": flip_rate,
             "ablation": taxonomy.ablation,
             "ablated_prediction": _nullable(np.where(agg["abl_yes"], "yes", "no"), has_abl),
@@ -283,7 +270,7 @@ def quadrant_columns(samples: pd.DataFrame, agg: pd.DataFrame, reasons: np.ndarr
             "image_reliant": _nullable(reliant.to_numpy(dtype=bool), complete),
             "margin_shift": m_img - m_abl,
             "ablation_agreement": agreement,
-            "quadrant": _nullable(quadrant(consistent, reliant), complete),
+            "quadrant": _nullable(quadrant(consistent, reliant), measured),
             "complete": complete,
             "incomplete_reason": _nullable(reasons, ~complete),
         }
@@ -299,7 +286,7 @@ def object_strings(preds: pd.DataFrame) -> pd.DataFrame:
 def frame_quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: TaxonomyConfig,
                          extras: list[str]) -> pd.DataFrame:
     """``quadrant_table`` by joins of variant tables (the general path, any input)."""
-    scored = scored_predictions(object_strings(preds))
+    scored = scored_predictions(object_strings(conflicting_rows(preds)))
     n = samples["n_variants"].to_numpy(dtype=np.int64)
     ids = samples["sample_id"]
     vt = variant_table(samples, scored, taxonomy.ablation)
@@ -321,6 +308,7 @@ def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: Taxonom
     else by ``frame_quadrant_table``; both give the same table.
     """
     extras = extra_ablations(preds, taxonomy, ablations)
+    preds = conflicting_rows(preds)
     lay = dense.layout(samples, preds)
     cells = {a: dense.ablation_cells(preds, lay, a) for a in [taxonomy.ablation, *extras]} if lay else {}
     if lay is None or any(c is None for c in cells.values()):
@@ -328,7 +316,7 @@ def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: Taxonom
     n, ok = lay["n"], lay["ok"]
     agg = dense.aggregates(lay["img"], cells[taxonomy.ablation], ok, lay["margin"])
     todo = ~complete_mask(agg, n) & (n > 0)
-    reasons = dense.incomplete_reasons(lay["img"], cells[taxonomy.ablation], ok, preds["error"], n, todo, taxonomy.ablation)
+    reasons = dense.incomplete_reasons(lay["img"], cells[taxonomy.ablation], ok, preds, n, todo, taxonomy.ablation)
     table = quadrant_columns(samples, agg, reasons, taxonomy)
     cols = [ablation_columns(dense.aggregates(lay["img"], cells[a], ok, lay["margin"]), n, a, taxonomy.reliance)
             for a in extras]

@@ -20,10 +20,10 @@ import pandas as pd
 from vlm_eval import storage
 from vlm_eval.config import TaxonomyConfig
 from vlm_eval.errors import VlmEvalError
-from vlm_eval.reduce import metrics, stats, summary, tables
+from vlm_eval.layout import RunLayout
+from vlm_eval.reduce import files, metrics, partition, rows, stats, summary, tables
 
 log = logging.getLogger(__name__)
-PART = "part-00000.parquet"
 
 
 class ReduceAccountingError(VlmEvalError):
@@ -72,22 +72,15 @@ def accounting_problems(samples: pd.DataFrame, quad: pd.DataFrame, errored_ids: 
     return problems
 
 
-def _replace_model_folder(quad_root: str, model: str, frame: pd.DataFrame) -> None:
-    """Write model=NAME/part-00000.parquet atomically, then remove older parts."""
-    folder = storage.join(quad_root, f"model={model}")
-    target = storage.join(folder, PART)
-    storage.write_parquet_atomic(tables.quadrant_arrow(frame), target)
-    for path in storage.list_files(folder):
-        if posixpath.basename(path) != PART:
-            storage.remove(path)
+def _part(layout: RunLayout, model: str, bucket: int) -> str:
+    return storage.join(layout.model_quadrants_dir(model), f"part-{bucket:05d}.parquet")
 
 
-def _remove_stale_models(quad_root: str, models: list[str]) -> None:
-    keep = {f"model={m}" for m in models}
-    for path in storage.list_files(quad_root):
-        rel = path.replace("\\", "/").split("/")
-        parts = [p for p in rel if p.startswith("model=")]
-        if parts and parts[-1] not in keep:
+def _remove_stale(layout: RunLayout, models: list[str], k: int) -> None:
+    """Remove quadrant files this reduce did not write (older parts, dropped models)."""
+    keep = {posixpath.normpath(_part(layout, m, j).replace("\\", "/")) for m in models for j in range(k)}
+    for path in storage.list_files(layout.quadrants_dir):
+        if posixpath.normpath(path.replace("\\", "/")) not in keep:
             storage.remove(path)
 
 
@@ -100,58 +93,117 @@ def _json_clean(obj):
     return json.loads(pd.Series([obj]).to_json(orient="records", double_precision=15))[0]
 
 
-def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+SLIM = ["model", "dataset", "sample_id", "patient_id", "finding", "complete", "quadrant", "correct", "consistent",
+        "flips", "n_variants", "entropy", "margin", "ablation_agreement"]  # what summary and paired read
+
+
+def _condition_notes(quad: pd.DataFrame, partial: pd.DataFrame) -> pd.DataFrame:
+    """Incomplete rows of samples whose ablation input failed (e.g. the swap image) say so."""
+    if partial.empty or quad.empty:
+        return quad
+    first = partial.drop_duplicates("sample_id").set_index("sample_id")
+    why = quad["sample_id"].map(first["error_type"] + ": " + first["message"].fillna(""))
+    hit = quad["incomplete_reason"].notna().to_numpy() & why.notna().to_numpy()
+    if hit.any():
+        quad = quad.copy()
+        quad.loc[hit, "incomplete_reason"] = quad.loc[hit, "incomplete_reason"] + "; " + why[hit]
+    return quad
+
+
+def _unusable(preds: pd.DataFrame) -> dict[str, int]:
+    """Rows per model without an error whose log-probabilities give no margin (NaN, inf)."""
+    if preds.empty:
+        return {}
+    bad = ~rows.usable(preds).to_numpy() & preds["error"].isna().to_numpy()
+    return {str(m): int(v) for m, v in preds.loc[bad, "model"].value_counts().items()}
+
+
+def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int = 1000, seed: int = 0,
+               *, buckets: int | None = None) -> dict:
     """Rebuild quadrants/ and summary.{parquet,json} of the run at ``run_url``.
 
-    taxonomy: None = the job's (run.json), else the override. Returns counts per model
-    ``{"models": {model: {n_samples, complete, incomplete, errors, duplicates_dropped,
-    orphan_predictions}}, "problems": [str, ...], "taxonomy": {ablation, reliance}}``.
+    taxonomy: None = the job's (run.json), else the override. buckets: how many sample
+    partitions to reduce one at a time (None = from the row count, ``partition.n_buckets``);
+    the tables do not depend on it. Returns counts per model ``{"models": {model:
+    {n_samples, complete, incomplete, errors, condition_errors, duplicates_dropped,
+    orphan_predictions, unusable_predictions}}, "problems": [str, ...], "notes": [str, ...],
+    "taxonomy": {ablation, reliance}}``. TableFileError if a table file does not fit.
     """
+    layout = RunLayout(run_url)
     info = tables.run_info(run_url)
     taxonomy = taxonomy or tables.job_taxonomy(info)
     conditions = (info.get("job") or {}).get("conditions")
     ablations = [c for c in conditions if c != "image"] if conditions else None  # None: those in predictions/
+    found = files.prediction_files(layout.predictions_dir)
+    k = buckets or partition.n_buckets(sum(max(f.rows, 0) for f in found))
     samples = tables.samples(run_url)
-    preds, dropped = tables.deduped_predictions(tables.raw_predictions(run_url))
     errs = tables.errors(run_url)
-    models = sorted(set(preds["model"].dropna().unique()) | set(tables.job_models(info)))
+    partial = tables.condition_errors(errs)
+    models = sorted({f.key for f in found} | set(tables.job_models(info)))
     problems: list[str] = []
     dup_samples = tables.duplicate_sample_ids(run_url)
     if dup_samples:
         problems.append(f"{len(dup_samples)} sample_ids repeated in samples/ (first row kept), e.g. {dup_samples[:3]}")
-    quad_root = storage.join(run_url, "quadrants")
+    errored = {m: tables.errored_sample_ids(errs, m) for m in models}
+    totals = {m: {"complete": 0, "rows": 0, "orphan_predictions": 0} for m in models}
+    dropped: dict[str, int] = {}
+    unusable: dict[str, int] = {}
+    slim = []
+    positions = partition.split_samples(samples, k)
+    with partition.Buckets(found, k) as parts:
+        shared, drop_shared = tables.deduped_predictions(tables.prediction_frame(parts.shared()))
+        _add_counts(dropped, drop_shared)
+        _add_counts(unusable, _unusable(shared))
+        for j in range(k):  # one bucket of samples in memory at a time
+            own, drop_own = tables.deduped_predictions(tables.prediction_frame(parts.own(j)))
+            _add_counts(dropped, drop_own)
+            _add_counts(unusable, _unusable(own))
+            preds = pd.concat([own, shared], ignore_index=True) if len(shared) else own
+            del own
+            part_samples = samples.iloc[positions[j]].reset_index(drop=True)
+            for model in models:  # one step per model
+                todo = part_samples[~part_samples["sample_id"].isin(errored[model])]
+                mine = preds[preds["model"] == model]
+                quad = metrics.quadrant_table(todo, mine, taxonomy, ablations)
+                violations = accounting_problems(part_samples, quad, errored[model], model)
+                if violations:
+                    raise ReduceAccountingError("; ".join(violations))
+                quad = _condition_notes(quad, partial[partial["model"].isna() | (partial["model"] == model)])
+                storage.write_parquet_atomic(tables.quadrant_arrow(quad), _part(layout, model, j))
+                totals[model]["complete"] += int(quad["complete"].sum())
+                totals[model]["rows"] += len(quad)
+                totals[model]["orphan_predictions"] += metrics.orphan_predictions(part_samples, mine)
+                slim.append(quad[[c for c in quad.columns if c in SLIM or c.endswith("_reliant")]].assign(model=model))
+            del preds
+    _remove_stale(layout, models, k)
     counts: dict = {}
-    frames = []
-    for model in models:  # one step per model
-        errored = tables.errored_sample_ids(errs, model)
-        todo = samples[~samples["sample_id"].isin(errored)]
-        quad = metrics.quadrant_table(todo, preds[preds["model"] == model], taxonomy, ablations)
-        violations = accounting_problems(samples, quad, errored, model)
-        if violations:
-            raise ReduceAccountingError("; ".join(violations))
-        orphans = metrics.orphan_predictions(samples, preds[preds["model"] == model])
-        unknown_errors = int((~pd.Index(errored).isin(samples["sample_id"])).sum())
-        n_manifest_errors = tables.manifest_error_count(errs)
-        if orphans:
-            problems.append(f"{model}: {orphans} prediction rows for sample_ids not in samples/ (ignored)")
+    n_manifest_errors = tables.manifest_error_count(errs)
+    for model in models:
+        t = totals[model]
+        unknown_errors = int((~pd.Index(errored[model]).isin(samples["sample_id"])).sum())
+        if t["orphan_predictions"]:
+            problems.append(f"{model}: {t['orphan_predictions']} prediction rows for sample_ids not in samples/ (ignored)")
         if unknown_errors:
             problems.append(f"{model}: {unknown_errors} errored sample_ids not in samples/")
-        _replace_model_folder(quad_root, model, quad)
-        n_complete = int(quad["complete"].sum())
+        if unusable.get(model):
+            problems.append(f"{model}: {unusable[model]} prediction rows without an error but with NaN, "
+                            "missing or infinite log-probabilities (their samples are incomplete)")
         counts[model] = {
             "n_samples": int(len(samples)),
-            "complete": n_complete,
-            "incomplete": int(len(quad) - n_complete),
-            "errors": int(len(errored)) + n_manifest_errors,
+            "complete": t["complete"],
+            "incomplete": t["rows"] - t["complete"],
+            "errors": int(len(errored[model])) + n_manifest_errors,
             "manifest_errors": n_manifest_errors,
+            "condition_errors": tables.condition_error_count(partial, model),
             "duplicates_dropped": int(dropped.get(model, 0)),
-            "orphan_predictions": orphans,
+            "orphan_predictions": t["orphan_predictions"],
+            "unusable_predictions": int(unusable.get(model, 0)),
         }
-        frames.append(quad.assign(model=model))
-    _remove_stale_models(quad_root, models)
-    all_quad = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model"] + tables.QUADRANTS_FILE.names)
+    all_quad = pd.concat(slim, ignore_index=True) if slim else pd.DataFrame(columns=SLIM)
+    del slim
     table = summary.summary_table(all_quad, errored_table(samples, errs, models), n_boot, seed)
-    storage.write_parquet_atomic(summary.to_arrow(table), storage.join(run_url, "summary.parquet"))
+    notes = summary.notes(all_quad)
+    storage.write_parquet_atomic(summary.to_arrow(table), layout.summary_parquet)
     doc = {
         "taxonomy": taxonomy.model_dump(),
         "n_boot": n_boot,
@@ -161,8 +213,14 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
         "paired": _json_clean(summary.paired_table(all_quad, n_boot, seed)),
         "counts": counts,
         "problems": problems,
+        "notes": notes,
     }
-    storage.write_json_atomic(doc, storage.join(run_url, "summary.json"))
+    storage.write_json_atomic(doc, layout.summary_json)
     for p in problems:
         log.warning("reduce: %s", p)
-    return {"models": counts, "problems": problems, "taxonomy": taxonomy.model_dump()}
+    return {"models": counts, "problems": problems, "notes": notes, "taxonomy": taxonomy.model_dump()}
+
+
+def _add_counts(total: dict[str, int], more: dict[str, int]) -> None:
+    for key, v in more.items():
+        total[key] = total.get(key, 0) + int(v)

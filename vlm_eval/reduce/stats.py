@@ -24,13 +24,18 @@ def seed_for(seed: int, *key: object) -> np.random.SeedSequence:
 
 
 def cluster_codes(patient_id, sample_id) -> np.ndarray:
-    """Integer cluster per row: its patient when known, else its own sample."""
+    """Integer cluster per row: its patient when known, else its own sample.
+
+    An empty or blank patient_id is unknown (else every such sample would form one giant
+    cluster)."""
     pid = pd.Series(np.asarray(patient_id, dtype=object))
     sid = pd.Series(np.asarray(sample_id, dtype=object))
     # The codes of factorize(sort=True) on the keys "p:<patient>" / "s:<sample>", without
     # building them: every "p:" key sorts before every "s:" key, and within a prefix the
     # order is that of the ids themselves.
-    has = pid.notna().to_numpy()
+    has = pid.notna().to_numpy().copy()
+    if has.any():
+        has[has] = pid[has].astype(str).str.strip().ne("").to_numpy()
     p_codes, p_uniques = pd.factorize(pid[has].astype(str), sort=True)
     s_codes, _ = pd.factorize(sid[~has].astype(str), sort=True)
     codes = np.empty(len(pid), dtype=np.int64)
@@ -184,7 +189,7 @@ def paired_comparison(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, seed
     cols = ["sample_id", "patient_id", "quadrant", "consistent"]
     ca = a.loc[a["complete"].eq(True), cols]
     cb = b.loc[b["complete"].eq(True), ["sample_id", "quadrant", "consistent"]]
-    j = ca.merge(cb, on="sample_id", suffixes=("_a", "_b"))
+    j = ca.merge(cb, on="sample_id", suffixes=("_a", "_b")).sort_values("sample_id", kind="mergesort")  # order-free CI
     da = (j["quadrant_a"] == "Dangerous").to_numpy()
     db = (j["quadrant_b"] == "Dangerous").to_numpy()
     fa = ~j["consistent_a"].eq(True).to_numpy()

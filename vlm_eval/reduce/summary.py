@@ -9,13 +9,21 @@ Every extra ablation A of the run (quadrant column ``A_reliant``, see
 the share of complete rows with ``A_reliant`` set whose answer changes under A
 (e.g. ``frac_swap_reliant`` = swap sensitivity); rows where it is null are left out.
 
-Fractions are over complete rows. CIs are 95% percentile intervals of a bootstrap
-that resamples patients (samples without patient_id are their own cluster); the
-seed of each row is derived from (seed, model, dataset, finding), so a row's CI
-does not depend on which other rows exist.
+Fractions are over complete rows; quadrant shares and the question-level flip rate
+over the complete rows where consistency is measured (two or more variants: a
+single-variant sample has no consistency, so ``paraphrases: 0`` gives NaN = "not
+measured", never 0 with CI [0, 0]; ``n_single_variant`` counts those rows). Mean
+entropies leave out rows without an entropy (never counted as 0 bits). CIs are 95%
+percentile intervals of a bootstrap that resamples patients (samples without a
+patient_id, or with an empty one, are their own cluster); rows are put in sample_id
+order first, so a CI does not depend on input row order; where the bootstrap
+collapses to one point (0/n, n/n, a single cluster) the Wilson score interval of the
+pooled counts is given instead. The seed of each row is derived from (seed, model,
+dataset, finding), so a row's CI does not depend on which other rows exist.
 
-AUROCs treat Dangerous as the positive class and score each complete sample by
-its *lack* of confidence: entropy, resp. -|margin| (a confidence screen flags the
+AUROCs treat Dangerous as the positive class and score each complete sample with a
+quadrant by its *lack* of confidence (``n_auroc_excluded`` counts rows without a
+score, which the AUROC cannot rank): entropy, resp. -|margin| (a confidence screen flags the
 least confident answers). 0.5 = the screen does no better than chance; below 0.5
 = Dangerous answers are *more* confident than the rest. For a binary softmax
 entropy is a decreasing function of |margin|, so the two agree up to ties
@@ -33,8 +41,10 @@ KEYS = ["model", "dataset", "finding"]
 _RATE_CI = ["flip_rate_question", "flip_rate_pair", "accuracy", "ablation_agreement"]
 EXTRA_COLUMNS = (
     [f"{r}{s}" for r in _RATE_CI for s in ("_ci_low", "_ci_high")]
-    + ["n_labelled", "mean_entropy", "auroc_entropy_dangerous", "auroc_abs_margin_dangerous"]
+    + ["n_labelled", "mean_entropy", "auroc_entropy_dangerous", "auroc_abs_margin_dangerous",
+       "n_auroc_excluded", "n_single_variant"]
 )
+COUNT_COLUMNS = ("n", "n_incomplete", "n_errors", "n_labelled", "n_auroc_excluded", "n_single_variant")
 
 # quadrant columns summary_row reads (plus every ``*_reliant``)
 _USED = set(KEYS) | {"sample_id", "patient_id", "complete", "quadrant", "correct", "consistent", "flips",
@@ -60,22 +70,25 @@ def ratio_inputs(complete: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndar
     quad = complete["quadrant"].to_numpy(dtype=object)
     in_q = {q: (quad == q).astype(float) for q in QUADRANTS}
     ones = np.ones(len(complete))
+    measured = complete["consistent"].notna().to_numpy().astype(float)  # >= 2 variants
     labelled = complete["correct"].notna().to_numpy().astype(float)
     correct = _bool(complete["correct"]).astype(float)
     n_var = complete["n_variants"].to_numpy(dtype=float)
-    entropy = np.nan_to_num(complete["entropy"].to_numpy(dtype=float))
+    raw_entropy = complete["entropy"].to_numpy(dtype=float)
+    has_entropy = ~np.isnan(raw_entropy)
+    entropy = np.where(has_entropy, raw_entropy, 0.0)  # left out by its denominator, not counted as 0
     cols: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for q in QUADRANTS:
-        cols[f"frac_{q.lower()}"] = (in_q[q], ones)
-    cols["flip_rate_question"] = ((~_bool(complete["consistent"])).astype(float), ones)
+        cols[f"frac_{q.lower()}"] = (in_q[q], measured)
+    cols["flip_rate_question"] = ((complete["consistent"].eq(False)).to_numpy().astype(float), measured)
     cols["flip_rate_pair"] = (complete["flips"].to_numpy(dtype=float), np.maximum(n_var - 1, 0))
     cols["accuracy"] = (correct, labelled)
     for q in QUADRANTS:
         cols[f"accuracy_{q.lower()}"] = (correct * in_q[q], labelled * in_q[q])
     for q in QUADRANTS:
-        cols[f"entropy_{q.lower()}"] = (entropy * in_q[q], in_q[q])
+        cols[f"entropy_{q.lower()}"] = (entropy * in_q[q], in_q[q] * has_entropy)
     cols["ablation_agreement"] = (complete["ablation_agreement"].to_numpy(dtype=float), ones)
-    cols["mean_entropy"] = (entropy, ones)
+    cols["mean_entropy"] = (entropy, has_entropy.astype(float))
     for a in reliant_ablations(complete):
         rel = complete[f"{a}_reliant"]
         cols[f"frac_{a}_reliant"] = (_bool(rel).astype(float), rel.notna().to_numpy().astype(float))
@@ -91,23 +104,58 @@ def ratio_inputs(complete: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndar
 def summary_row(rows: pd.DataFrame, n_errors: int, n_boot: int, seed) -> dict:
     """The summary statistics of one group's quadrant rows (all columns but the keys)."""
     complete = rows[_bool(rows["complete"])] if len(rows) else rows
+    complete = complete.sort_values("sample_id", kind="mergesort")  # row order never changes a CI
     names, num, den = ratio_inputs(complete)
     clusters = stats.cluster_codes(complete["patient_id"], complete["sample_id"])
     est, low, high = stats.bootstrap_ratios(num, den, clusters, n_boot, seed)
+    with_ci = {f"frac_{q.lower()}" for q in QUADRANTS} | set(_RATE_CI) | {f"frac_{a}_reliant" for a in reliant_ablations(rows)}
+    low, high = _wilson_where_collapsed(names, with_ci, num, den, est, low, high)
     out: dict = {
         "n": int(len(complete)),
         "n_incomplete": int(len(rows) - len(complete)),
         "n_errors": int(n_errors),
         "n_labelled": int(complete["correct"].notna().sum()) if len(complete) else 0,
     }
-    with_ci = {f"frac_{q.lower()}" for q in QUADRANTS} | set(_RATE_CI) | {f"frac_{a}_reliant" for a in reliant_ablations(rows)}
     for i, name in enumerate(names):
         out[name] = float(est[i])
         if name in with_ci:
             out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(low[i]), float(high[i])
-    dangerous = (complete["quadrant"] == "Dangerous").to_numpy() if len(complete) else np.zeros(0, bool)
-    out["auroc_entropy_dangerous"] = stats.auroc(complete["entropy"].to_numpy(dtype=float), dangerous)
-    out["auroc_abs_margin_dangerous"] = stats.auroc(-np.abs(complete["margin"].to_numpy(dtype=float)), dangerous)
+    ranked = complete[complete["quadrant"].notna().to_numpy()] if len(complete) else complete
+    dangerous = (ranked["quadrant"] == "Dangerous").to_numpy() if len(ranked) else np.zeros(0, bool)
+    entropy = ranked["entropy"].to_numpy(dtype=float) if len(ranked) else np.zeros(0)
+    m = ranked["margin"].to_numpy(dtype=float) if len(ranked) else np.zeros(0)
+    out["auroc_entropy_dangerous"] = stats.auroc(entropy, dangerous)
+    out["auroc_abs_margin_dangerous"] = stats.auroc(-np.abs(m), dangerous)
+    out["n_auroc_excluded"] = int((np.isnan(entropy) | np.isnan(m)).sum())
+    out["n_single_variant"] = int(complete["consistent"].isna().sum()) if len(complete) else 0
+    return out
+
+
+def _wilson_where_collapsed(names, with_ci, num, den, est, low, high):
+    """(low, high) with the Wilson interval of the pooled counts wherever the bootstrap
+    interval has no width (0/n, n/n, one cluster): a point is never a 95% interval."""
+    low, high = low.copy(), high.copy()
+    for i, name in enumerate(names):
+        if name not in with_ci or np.isnan(est[i]):
+            continue
+        if np.isnan(low[i]) or high[i] - low[i] <= 1e-12:
+            k, n = float(num[:, i].sum()), float(den[:, i].sum())
+            w_low, w_high = stats.wilson_interval(min(k, n), n)
+            low[i], high[i] = float(w_low), float(w_high)
+    return low, high
+
+
+def notes(quadrants: pd.DataFrame) -> list[str]:
+    """Plain-language notes for summary.json: what was not measured, and why."""
+    out = []
+    if len(quadrants):
+        complete = quadrants[_bool(quadrants["complete"])]
+        single = complete[complete["consistent"].isna()]
+        if len(single):
+            share = len(single) / max(len(complete), 1)
+            out.append(f"consistency not measured for {len(single)} complete samples ({share:.0%}) with a single "
+                       "prompt variant (paraphrases: 0?): their consistent/flips/quadrant are null and they are "
+                       "left out of quadrant shares and flip rates")
     return out
 
 
@@ -137,7 +185,7 @@ def summary_table(quadrants: pd.DataFrame, errored: pd.DataFrame, n_boot: int = 
             records.append({"model": model, "dataset": dataset, "finding": finding, **row})
     columns = SUMMARY_COLUMNS + [c for c in EXTRA_COLUMNS if c not in SUMMARY_COLUMNS] + ablation_summary_columns(quadrants)
     table = pd.DataFrame.from_records(records, columns=columns)
-    for col in ("n", "n_incomplete", "n_errors", "n_labelled"):
+    for col in COUNT_COLUMNS:
         table[col] = table[col].astype("int64")
     for col in KEYS:
         table[col] = table[col].astype(object).where(table[col].notna(), None)
@@ -166,7 +214,7 @@ def to_arrow(table: pd.DataFrame):
     for col in table.columns:
         if col in KEYS:
             typ = pa.string()
-        elif col in ("n", "n_incomplete", "n_errors", "n_labelled"):
+        elif col in COUNT_COLUMNS:
             typ = pa.int64()
         else:
             typ = pa.float64()

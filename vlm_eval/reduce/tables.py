@@ -1,9 +1,11 @@
 """Reading a run's tables (samples, predictions, errors, run.json) as pandas frames.
 
-Each function returns one table. Predictions are deduplicated deterministically:
-a crash and a rerun can leave two rows for the same
-``(model, sample_id, variant, condition, prompt_id)`` key; we keep one, preferring
-a row with usable log-probabilities, and report how many were dropped per model.
+Every path comes from ``vlm_eval.layout.RunLayout``; partitioned folders are read file
+by file against their schema (``files``). Predictions are deduplicated
+deterministically: a crash and a rerun can leave two rows for the same
+``(model, sample_id, variant, condition, prompt_id)`` key; we keep the row of the
+latest attempt among the usable ones (a row with an error never beats a usable one),
+and report how many were dropped per model.
 """
 from __future__ import annotations
 
@@ -16,11 +18,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vlm_eval import storage
+from vlm_eval.conditions import ABLATION_NAMES
 from vlm_eval.config import TaxonomyConfig
-from vlm_eval.schema import ERRORS, PREDICTIONS, QUADRANTS_FILE, SAMPLES
+from vlm_eval.layout import RunLayout
+from vlm_eval.reduce import files
+from vlm_eval.reduce.rows import usable
+from vlm_eval.schema import ERRORS, QUADRANTS_FILE, SAMPLES
+
 
 PREDICTION_KEY = ["model", "sample_id", "variant", "condition", "prompt_id"]
 SAMPLE_COLUMNS = ["sample_id", "dataset", "patient_id", "finding", "label", "n_variants"]
+# Dedup order after "usable first": latest attempt, then latest commit (descending), then values.
+_LATEST = [files.ATTEMPT, files.COMMIT]
+_VALUES = ["logprob_yes", "logprob_no", "other_mass", "image_sha256", "error"]
+_ARROW_STR = pd.StringDtype("pyarrow", na_value=np.nan)
 
 
 
@@ -31,8 +42,16 @@ def _str(series: pd.Series) -> pd.Series:
 
 def run_info(run_url: str) -> dict[str, Any]:
     """run.json as a dict ({} when the run has none yet)."""
-    url = storage.join(run_url, "run.json")
+    url = RunLayout(run_url).run_json
     return storage.read_json(url) if storage.exists(url) else {}
+
+
+def _read_all(folder: str, schema: pa.Schema, required, what: str) -> pa.Table | None:
+    """Every file of an unpartitioned table folder, checked and read as ``schema``."""
+    found = files.checked_files(folder, schema, required, what, key=None)
+    if not found:
+        return None
+    return pa.concat_tables([files.read_file(f, schema) for f in found])
 
 
 def job_taxonomy(info: dict[str, Any]) -> TaxonomyConfig:
@@ -52,7 +71,7 @@ def samples(run_url: str) -> pd.DataFrame:
     Labels are normalised to 'yes'/'no'/None. A duplicated sample_id keeps its
     first row (sorted order) and is reported by ``duplicate_sample_ids``.
     """
-    table = storage.read_parquet_dir(storage.join(run_url, "samples"), SAMPLES)
+    table = _read_all(RunLayout(run_url).samples_dir, SAMPLES, ("sample_id", "prompts"), "samples")
     if table is None:
         table = SAMPLES.empty_table()
     n_var = pc.fill_null(pc.list_value_length(table.column("prompts")), 0)
@@ -72,7 +91,7 @@ def samples(run_url: str) -> pd.DataFrame:
 
 def duplicate_sample_ids(run_url: str) -> list[str]:
     """sample_ids that occur more than once in samples/ (a pipeline bug to surface)."""
-    table = storage.read_parquet_dir(storage.join(run_url, "samples"), SAMPLES)
+    table = _read_all(RunLayout(run_url).samples_dir, SAMPLES, ("sample_id", "prompts"), "samples")
     if table is None:
         return []
     counts = pc.value_counts(table.column("sample_id"))
@@ -81,25 +100,26 @@ def duplicate_sample_ids(run_url: str) -> list[str]:
 
 
 def raw_predictions(run_url: str) -> pd.DataFrame:
-    """Every prediction row of every model (``model`` from the hive path), not deduped.
+    """Every prediction row of every model, not deduped: ``model`` (string, from the
+    folder name), PREDICTIONS_FILE's columns, ``attempt`` (null unless the shard has it)
+    and ``_commit`` (the shard's rank in modification order).
 
     String columns stay Arrow-backed (pandas ``str``, missing = NaN): no Python object
-    per cell; ``variant`` is Int64.
+    per cell; ``variant`` is Int64. TableFileError if a file does not fit the schema.
     """
-    table = storage.read_parquet_dir(storage.join(run_url, "predictions"), PREDICTIONS)
+    found = files.prediction_files(RunLayout(run_url).predictions_dir)
+    parts = [files.with_keys(files.read_file(f, files.PREDICTION_READ), f, i) for i, f in enumerate(found)]
+    return prediction_frame(pa.concat_tables(parts) if parts else None)
+
+
+def prediction_frame(table: pa.Table | None) -> pd.DataFrame:
+    """Prediction rows (as ``raw_predictions`` reads them) as a pandas frame."""
     if table is None:
-        table = PREDICTIONS.empty_table()
+        table = files.with_keys(files.PREDICTION_READ.empty_table(), files.TableFile("", "", 0.0), 0)
     df = table.to_pandas(types_mapper={pa.string(): _ARROW_STR, pa.large_string(): _ARROW_STR}.get)
     df["variant"] = df["variant"].astype("Int64")
+    df[files.ATTEMPT] = df[files.ATTEMPT].astype("Int64")
     return df
-
-
-_ARROW_STR = pd.StringDtype("pyarrow", na_value=np.nan)
-
-
-def usable(preds: pd.DataFrame) -> pd.Series:
-    """True where a prediction row has no error and both log-probabilities."""
-    return preds["error"].isna() & preds["logprob_yes"].notna() & preds["logprob_no"].notna()
 
 
 def sort_codes(values: pd.Series) -> np.ndarray:
@@ -131,8 +151,9 @@ def key_order(codes: np.ndarray) -> np.ndarray:
 def deduped_predictions(preds: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     """(one row per PREDICTION_KEY, dropped rows per model).
 
-    Deterministic whatever the file order: rows are sorted by the key, then
-    usable rows first, then by values; the first row of each key is kept.
+    Deterministic whatever the row order: rows are sorted by the key, then usable rows
+    first, then the latest ``attempt`` / ``_commit`` (where the frame has them), then by
+    values; the first row of each key is kept.
     The key sort runs on integer codes; only the rows of repeated keys are
     sorted by values (the same order as one sort of every row by all columns).
     """
@@ -151,7 +172,9 @@ def deduped_predictions(preds: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, in
         rows = np.sort(order[slots])
         sub = preds.iloc[rows].reset_index(drop=True)
         sub = sub.assign(_bad=~usable(sub).to_numpy())
-        by = PREDICTION_KEY + ["_bad"] + [c for c in ("logprob_yes", "logprob_no", "other_mass", "image_sha256", "error") if c in sub]
+        latest = [c for c in _LATEST if c in sub]
+        sub = sub.assign(**{f"_neg{c}": -sub[c].astype("float64") for c in latest})  # descending, nulls last
+        by = PREDICTION_KEY + ["_bad"] + [f"_neg{c}" for c in latest] + [c for c in _VALUES if c in sub]
         order[slots] = rows[sub.sort_values(by, na_position="last", kind="mergesort").index.to_numpy()]
     dropped = preds["model"].iloc[order[dup]].value_counts().astype(int).to_dict()
     keep = order[~dup]
@@ -164,7 +187,7 @@ def deduped_predictions(preds: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, in
 
 def errors(run_url: str) -> pd.DataFrame:
     """errors/ rows (schema ERRORS); empty frame when there are none."""
-    table = storage.read_parquet_dir(storage.join(run_url, "errors"), ERRORS)
+    table = _read_all(RunLayout(run_url).errors_dir, ERRORS, ("sample_id", "stage", "error_type", "message"), "errors")
     if table is None:
         table = ERRORS.empty_table()
     df = table.to_pandas()
@@ -173,14 +196,35 @@ def errors(run_url: str) -> pd.DataFrame:
     return df
 
 
+def _condition_error_mask(errs: pd.DataFrame) -> np.ndarray:
+    """Rows where only an ablation's own input failed: error_type ``<ablation>_...``
+    (e.g. ``swap_missing``: the swap partner's image), not the sample's image."""
+    kinds = errs["error_type"].astype(object).where(errs["error_type"].notna(), "")
+    prefixes = tuple(f"{a}_" for a in ABLATION_NAMES)
+    return kinds.map(lambda t: t.startswith(prefixes)).to_numpy(dtype=bool)
+
+
+def condition_errors(errs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``_condition_error_mask``: the sample keeps its quadrant, only that
+    ablation's columns are blank (and its incomplete_reason says why)."""
+    return errs[_condition_error_mask(errs) & errs["sample_id"].notna().to_numpy()]
+
+
+def condition_error_count(partial: pd.DataFrame, model: str) -> int:
+    """Distinct samples with a ``condition_errors`` row for ``model`` (or all models)."""
+    mine = partial[partial["model"].isna() | (partial["model"] == model)]
+    return int(mine["sample_id"].nunique())
+
+
 def errored_sample_ids(errs: pd.DataFrame, model: str) -> np.ndarray:
     """Distinct sample_ids of samples/ that failed for ``model`` (model-specific or all models).
 
     Stage ``manifest`` rows are input rows that never became samples (e.g. the second
-    of two rows with one sample_id): they must not knock the first one out.
+    of two rows with one sample_id): they must not knock the first one out; nor do
+    ``condition_errors`` (an ablation's own input failed, the sample is still scored).
     """
     mask = (errs["sample_id"].notna() & (errs["model"].isna() | (errs["model"] == model))
-            & (errs["stage"] != "manifest"))
+            & (errs["stage"] != "manifest") & ~_condition_error_mask(errs))
     return np.sort(errs.loc[mask, "sample_id"].unique().astype(object))
 
 
@@ -219,10 +263,11 @@ def quadrant_arrow(df: pd.DataFrame) -> pa.Table:
 
 
 def quadrants(run_url: str) -> pd.DataFrame:
-    """The written quadrant tables of all models (``model`` from the path)."""
-    table = storage.read_parquet_dir(storage.join(run_url, "quadrants"))
-    if table is None:
+    """The written quadrant tables of all models (``model``, a string, from the folder)."""
+    found = files.list_table_files(RunLayout(run_url).quadrants_dir)
+    parts = [files.with_keys(files.read_parquet(f), f, 0).drop_columns([files.COMMIT]) for f in found if f.key]
+    if not parts:
         return pd.DataFrame(columns=["model"] + QUADRANTS_FILE.names)
-    df = table.to_pandas()
-    df["model"] = _str(df["model"].astype(str))
+    df = pa.concat_tables(parts, promote_options="permissive").to_pandas()
+    df["model"] = _str(df["model"])
     return df

@@ -81,6 +81,13 @@ def _ok(r):
     return r is not None and r["error"] is None and not pd.isna(r["logprob_yes"]) and not pd.isna(r["logprob_no"])
 
 
+def _why(r, ablation=None):
+    where = f" ({ablation})" if ablation else ""
+    if r["error"] is not None:
+        return f"engine error{where}: {r['error']}"
+    return f"unusable prediction{where}: missing or NaN log-probability"
+
+
 def _m(r):
     return r["logprob_yes"] - r["logprob_no"] if _ok(r) else float("nan")
 
@@ -132,7 +139,8 @@ def ref_quadrants(samples, preds, ablation, rule, extras):
         i0, a0 = (im[0], ab[0]) if n else (None, None)
         complete = n > 0 and all(map(_ok, im)) and all(map(_ok, ab))
         preds_img = [_pred(r) for r in im]
-        flips = sum(p != preds_img[0] for p in preds_img[1:]) if complete else None
+        measured = complete and n > 1  # consistency needs two variants
+        flips = sum(p != preds_img[0] for p in preds_img[1:]) if measured else None
         rel = _reliant(rule, im, ab) if complete else None
         m_img, m_abl = _m(i0) if n else float("nan"), _m(a0) if n else float("nan")
         reason = None
@@ -147,20 +155,20 @@ def ref_quadrants(samples, preds, ablation, rule, extras):
             if miss:
                 parts.append(f"missing image predictions for variants [{', '.join(miss)}]")
             if errs:
-                parts.append("engine error: " + (errs[0]["error"] or "no log-probabilities"))
+                parts.append(_why(errs[0]))
             if miss_a:
                 parts.append(f"missing {ablation} prediction for variants [{', '.join(miss_a)}]")
             if errs_a:
-                parts.append(f"engine error ({ablation}): " + (errs_a[0]["error"] or "no log-probabilities"))
+                parts.append(_why(errs_a[0], ablation))
             reason = "; ".join(parts)
         quad = None
-        if complete:
+        if measured:
             quad = {(True, True): "Ideal", (False, True): "Fragile", (True, False): "Dangerous", (False, False): "Worst"}[(flips == 0, rel)]
         rec = {
             **{k: s[k] for k in ("dataset", "sample_id", "patient_id", "finding", "label", "n_variants")},
             "prediction": _pred(i0), "margin": m_img, "entropy": _entropy(m_img),
             "correct": (_pred(i0) == s["label"]) if _ok(i0) and s["label"] is not None else None,
-            "consistent": (flips == 0) if complete else None, "flips": flips,
+            "consistent": (flips == 0) if measured else None, "flips": flips,
             "flip_rate": flips / (n - 1) if complete and n > 1 else float("nan"),
             "ablation": ablation, "ablated_prediction": _pred(a0), "ablated_margin": m_abl,
             "image_reliant": rel, "margin_shift": m_img - m_abl,

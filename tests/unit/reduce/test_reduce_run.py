@@ -19,7 +19,8 @@ from vlm_eval.schema import QUADRANT_COLUMNS, SUMMARY_COLUMNS
 def test_reduce_run_writes_contract_tables(tiny_run):
     counts = reduce_run(tiny_run, n_boot=200, seed=3)
     assert counts["models"]["a"] == {"n_samples": 6, "complete": 4, "incomplete": 1, "errors": 1, "manifest_errors": 0,
-                                     "duplicates_dropped": 0, "orphan_predictions": 0}
+                                     "condition_errors": 0, "duplicates_dropped": 0, "orphan_predictions": 0,
+                                     "unusable_predictions": 0}
     assert counts["models"]["b"]["complete"] == 5 and counts["problems"] == []
 
     folder = os.path.join(tiny_run, "quadrants")

@@ -74,9 +74,13 @@ def test_majority_tie_on_with_image_side():
     assert q.loc["t", "image_reliant"] == False and q.loc["t", "quadrant"] == "Worst"  # noqa: E712
 
 
-def test_single_variant_has_null_flip_rate():
+def test_ci_single_variant_consistency_is_not_measured():
+    # one variant: nothing to be consistent with -> consistent/flips/quadrant null (not a vacuous True),
+    # but the sample is complete and its reliance is measured
     q = table([sample("one", n_variants=1)], preds("one", [1], [-1]))
-    assert q.loc["one", "flips"] == 0 and np.isnan(q.loc["one", "flip_rate"]) and q.loc["one", "quadrant"] == "Ideal"
+    row = q.loc["one"]
+    assert pd.isna(row["flips"]) and pd.isna(row["consistent"]) and np.isnan(row["flip_rate"])
+    assert pd.isna(row["quadrant"]) and row["complete"] == True and row["image_reliant"] == True  # noqa: E712
 
 
 def test_incomplete_rows_say_why():

@@ -1,0 +1,132 @@
+"""Predictions split into buckets of samples, so the reducer's memory stays bounded.
+
+A sample's bucket is a hash of its sample_id modulo K (``bucket_of``): every row of a
+sample -- all models, variants and conditions -- lands in the same bucket, so each
+bucket reduces on its own to exactly the rows today's one-pass reduce would give its
+samples. Rows stored once per prompt_id (sample_id null, e.g. ``text_only``) belong to
+every bucket: they are kept apart (few) and deduplicated once.
+
+One pass reads each checked shard (``files``) and appends its rows to one Arrow IPC
+file per bucket in a local temp folder; then buckets are read back one at a time.
+With K = 1 nothing is spilled: the tables stay in memory as before.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vlm_eval.reduce import files
+
+ROWS_PER_BUCKET = 1_500_000  # prediction rows per bucket (~1 GB peak while one is reduced)
+
+
+def n_buckets(total_rows: int, rows_per_bucket: int = ROWS_PER_BUCKET) -> int:
+    """How many buckets for ``total_rows`` prediction rows (1 for small runs)."""
+    return max(1, math.ceil(total_rows / max(rows_per_bucket, 1)))
+
+
+def bucket_of(sample_ids, k: int) -> np.ndarray:
+    """Bucket (0..k-1) of each sample_id, -1 for null; the same id always gets the same bucket.
+
+    Only the distinct ids are hashed (``pandas.util.hash_array``, a keyed SipHash that
+    does not vary between processes).
+    """
+    arr = sample_ids if isinstance(sample_ids, (pa.Array, pa.ChunkedArray)) else pa.array(
+        np.asarray(sample_ids, dtype=object), pa.string(), from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    if k <= 1:
+        return np.where(arr.is_null().to_numpy(zero_copy_only=False), -1, 0).astype(np.int64) if n else np.zeros(0, np.int64)
+    enc = pc.dictionary_encode(arr)
+    uniques = np.asarray(enc.dictionary.to_pylist(), dtype=object)
+    hashed = (pd.util.hash_array(uniques) % np.uint64(k)).astype(np.int64) if len(uniques) else np.zeros(0, np.int64)
+    idx = enc.indices.to_numpy(zero_copy_only=False)
+    valid = ~enc.indices.is_null().to_numpy(zero_copy_only=False)
+    out = np.full(n, -1, dtype=np.int64)
+    out[valid] = hashed[idx[valid].astype(np.int64)]
+    return out
+
+
+class Buckets:
+    """The prediction rows of checked shards, split into ``k`` buckets (context manager).
+
+    ``own(j)``: the rows with a sample_id in bucket j; ``shared()``: the rows with a null
+    sample_id (every bucket needs them). Both are Arrow tables as ``tables.raw_predictions``
+    builds them (``model`` from the folder, ``_commit`` = the shard's commit rank).
+    """
+
+    def __init__(self, found: list[files.TableFile], k: int, tmp_root: str | None = None):
+        self.k = k
+        self._shared: list[pa.Table] = []
+        self._mem: list[list[pa.Table]] = [[] for _ in range(k)]
+        self._dir = tempfile.mkdtemp(prefix="vlm-eval-reduce-", dir=tmp_root) if k > 1 else None
+        self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        self._schema: pa.Schema | None = None
+        try:
+            for rank, f in enumerate(found):  # one shard in memory at a time
+                self._add(files.with_keys(files.read_file(f, files.PREDICTION_READ), f, rank))
+        finally:
+            for w in self._writers.values():
+                w.close()
+            self._writers = {}
+
+    def _add(self, table: pa.Table) -> None:
+        self._schema = table.schema
+        b = bucket_of(table.column("sample_id"), self.k)
+        if (b < 0).any():
+            self._shared.append(table.filter(pa.array(b < 0)))
+        if self.k == 1:
+            self._mem[0].append(table.filter(pa.array(b >= 0)) if (b < 0).any() else table)
+            return
+        order = np.argsort(b, kind="stable")
+        sorted_b = b[order]
+        table = table.take(pa.array(order))
+        bounds = np.searchsorted(sorted_b, np.arange(self.k + 1))
+        for j in range(self.k):
+            lo, hi = int(bounds[j]), int(bounds[j + 1])
+            if hi > lo:
+                self._writer(j, table.schema).write_table(table.slice(lo, hi - lo))
+
+    def _writer(self, j: int, schema: pa.Schema) -> pa.ipc.RecordBatchStreamWriter:
+        if j not in self._writers:
+            self._writers[j] = pa.ipc.new_stream(os.path.join(self._dir, f"bucket-{j:05d}.arrows"), schema)
+        return self._writers[j]
+
+    def _empty(self) -> pa.Table:
+        if self._schema is not None:
+            return self._schema.empty_table()
+        return files.with_keys(files.PREDICTION_READ.empty_table(), files.TableFile("", "", 0.0), 0)
+
+    def own(self, j: int) -> pa.Table:
+        if self.k == 1:
+            return pa.concat_tables(self._mem[0]) if self._mem[0] else self._empty()
+        path = os.path.join(self._dir, f"bucket-{j:05d}.arrows")
+        if not os.path.exists(path):
+            return self._empty()
+        with pa.memory_map(path) as src:
+            return pa.ipc.open_stream(src).read_all()
+
+    def shared(self) -> pa.Table:
+        return pa.concat_tables(self._shared) if self._shared else self._empty()
+
+    def __enter__(self) -> "Buckets":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mem = [[] for _ in range(self.k)]
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def split_samples(samples: pd.DataFrame, k: int) -> list[np.ndarray]:
+    """Row positions of ``samples`` in each bucket (sorted order kept)."""
+    b = bucket_of(samples["sample_id"].to_numpy(dtype=object), k)
+    return [np.flatnonzero(b == j) for j in range(k)] if k > 1 else [np.arange(len(samples))]
