@@ -91,7 +91,6 @@ def run_direct(job, out_file: str) -> dict:
     from vlm_eval.datasets.images import load_image
     from vlm_eval.engines.base import ScoreRequest
     from vlm_eval.engines.loader import load_engine
-    from vlm_eval.pipeline.plan import distinct_text_prompts
     from vlm_eval.prompts import prompt_id
     from vlm_eval.schema import PREDICTIONS_FILE, conform
 
@@ -127,7 +126,8 @@ def run_direct(job, out_file: str) -> dict:
                 keys.append((r["sample_id"], v, "image", prompt_id(system, p), img.sha256))
         add(engine.score(reqs), keys)
         n_requests += len(reqs)
-    text = distinct_text_prompts(samples, system).to_dict("records")
+    prompts = sorted({str(p) for ps in samples["prompts"] for p in ps})
+    text = sorted(({"prompt": p, "prompt_id": prompt_id(system, p)} for p in prompts), key=lambda t: t["prompt_id"])
     size = bs * 8
     for start in range(0, len(text), size):
         chunk = text[start:start + size]
