@@ -1,4 +1,4 @@
-"""Column names and Arrow schemas of every table a run writes (see CONTRACT.md).
+"""Column names and Arrow schemas of every table a run writes (see README, "Output").
 
 Hive partition keys (``model``) live in the folder name only, never in the files:
 the ``*_FILE`` schemas below are what a shard file holds.

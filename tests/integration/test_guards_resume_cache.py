@@ -1,7 +1,7 @@
 """The resume guard and the prediction-cache key, on real runs with the scripted engine
 (issue 16.3).
 
-Resume (CONTRACT "Resume"): rerunning a run_id continues only the same job. Each changed
+Resume (README, "A real job" / "Commands"): rerunning a run_id continues only the same job. Each changed
 dataset, prompt set, condition list and model field (engine, path, revision, LoRA,
 options) is refused with a message (InputError; ``vlm-eval run`` exits 2), and the refused
 attempt leaves the run folder as it was.

@@ -1,4 +1,4 @@
-"""The generic manifest adapter (``dataset.adapter: manifest``), see CONTRACT.md.
+"""The generic manifest adapter (``dataset.adapter: manifest``), see README "A real job".
 
 Formats (by file name, or ``dataset.options.format``): CSV (``.csv``, ``.csv.gz``,
 ``.tsv``), Parquet (``.parquet``, ``.pq``), JSON Lines (``.jsonl``, ``.ndjson``,

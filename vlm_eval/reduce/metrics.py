@@ -1,4 +1,4 @@
-"""Per-prompt and per-sample metrics of the method (CONTRACT.md, "The method").
+"""Per-prompt and per-sample metrics of the method (README, "The method, exactly").
 
 Hamilton style: each function returns the table or column it is named after and
 takes the tables it needs. Everything is vectorised (numpy / pandas groupby).

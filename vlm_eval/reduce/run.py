@@ -1,6 +1,6 @@
 """``reduce_run``: prediction shards -> quadrants/, summary.parquet, summary.json.
 
-Accounting identity (CONTRACT: "Every input sample ends in exactly one place"):
+Accounting identity (README, "Output": every input sample ends in exactly one place):
 for each model, every distinct sample of samples/ is either in errors/ (for that
 model or for all models) and has no quadrant row, or has exactly one quadrant row
 (complete or not). ``accounting_problems`` checks it on what was built; a

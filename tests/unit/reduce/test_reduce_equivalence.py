@@ -67,7 +67,7 @@ def random_run(seed: int, n_samples: int = 2500):
     return samples, pd.concat(frames, ignore_index=True)
 
 
-# ---- reference: the definitions of CONTRACT.md, one sample at a time ------------------
+# ---- reference: the definitions of README "The method, exactly", one sample at a time --
 
 def ref_dedup(preds):
     order = preds.assign(_bad=~(preds["error"].isna() & preds["logprob_yes"].notna() & preds["logprob_no"].notna()))

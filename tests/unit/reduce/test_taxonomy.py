@@ -1,4 +1,4 @@
-"""The taxonomy on hand-computed cases (CONTRACT.md, "The method")."""
+"""The taxonomy on hand-computed cases (README, "The method, exactly")."""
 from __future__ import annotations
 
 import math
