@@ -1,9 +1,13 @@
-"""``write_report(run_url)``: one self-contained report.html (inline CSS + SVG, no network).
+"""``write_report(run_url)``: one self-contained report.html (inline CSS, SVG and JS, no network).
 
 Reads what the reducer wrote (summary.parquet, summary.json, quadrants/) plus
-errors/ and run.json. Never shows image pixels or prompt text; every string
-from models, datasets or the run goes through ``html.escape``; keys that look
-like credentials are dropped from the provenance and URL user-info is masked.
+errors/ and run.json. Opens with the answer (per model: Dangerous share with its
+CI, the four-quadrant bar, the confidence-screening verdict) and the run's final
+status; then the detail tables and plots, the sample explorer (explorer.py) and
+provenance last. Never shows image pixels or prompt text; every string from
+models, datasets or the run goes through ``html.escape`` (the explorer's data is
+escaped JSON); keys that look like credentials are dropped from the provenance
+and URL user-info is masked.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ from vlm_eval import storage
 from vlm_eval.errors import InputError
 from vlm_eval.reduce import tables
 from vlm_eval.report import svg
+from vlm_eval.report.explorer import CSS as EXPLORER_CSS
+from vlm_eval.report.explorer import explorer_section
 from vlm_eval.report.svg import esc
 from vlm_eval.schema import QUADRANTS
 
@@ -36,6 +42,10 @@ td.k,th.k{text-align:left}.note{color:#555;font-size:13px;max-width:900px}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:middle}
 .ci{white-space:nowrap;color:#555;font-size:12px}
 .warn{background:#fff4e5;border:1px solid #f0c36d;padding:6px 10px;font-size:13px}
+.status{font-size:14px;margin:4px 0 16px}.answers{display:flex;flex-wrap:wrap;gap:16px}
+.answer{border:1px solid #ddd;border-radius:6px;padding:10px 14px;min-width:540px;flex:1}
+.answer h3{margin:0 0 6px;font-size:15px}.answer .big{font-size:20px;margin:4px 0}
+.answer .big b{color:#c62828}
 """
 
 
@@ -201,17 +211,80 @@ def error_section(errs: pd.DataFrame, doc: dict) -> str:
     return out
 
 
+def status_line(info: dict) -> str:
+    """The run's final status (or that it is still in flight) under the title."""
+    info = _safe(info)
+    status = info.get("status") or "unknown"
+    parts = [f"status: <b>{esc(status)}</b>"]
+    if info.get("finished_at"):
+        parts.append(f"finished {esc(info['finished_at'])}")
+    if info.get("seconds") is not None:
+        parts.append(f"{esc(info['seconds'])} s")
+    if info.get("error_fraction") is not None:
+        parts.append(f"error fraction {_num(info['error_fraction'], True)}")
+    note = ""
+    if status == "running":
+        note = " (the run was still in flight when this report was written: tables may be partial)"
+    elif status not in ("succeeded", "unknown"):
+        note = f" &mdash; {esc(info.get('error') or 'see the errors section')}"
+    return f'<p class="status">{" &middot; ".join(parts)}{note}</p>'
+
+
+def answer_section(top: pd.DataFrame) -> str:
+    """Per model / dataset: the Dangerous share with its CI, the four-quadrant bar, the screening verdict."""
+    if top.empty:
+        return '<h2>The answer</h2><p class="note">No complete samples: nothing to classify.</p>'
+    cards = []
+    for _, r in top.iterrows():
+        shares = [(q, r[f"frac_{q.lower()}"]) for q in QUADRANTS]
+        verdict = screening_verdict(r.get("auroc_entropy_dangerous"))
+        cards.append(
+            f'<div class="answer"><h3>{esc(_config(r))}</h3>'
+            f'<p class="big"><b>Dangerous {_num(r["frac_dangerous"], True)}</b> <span class="ci">95% CI '
+            f'[{_num(r["frac_dangerous_ci_low"], True)}, {_num(r["frac_dangerous_ci_high"], True)}] of '
+            f'{_num(r["n"], digits=0)} samples ({_num(r["n_incomplete"], digits=0)} incomplete)</span></p>'
+            + svg.stacked_bar(shares, f"Quadrant shares: {_config(r)}")
+            + f'<p class="note">Does confidence screening find the Dangerous samples? <b>{esc(verdict)}</b> '
+            f'(AUROC of entropy {_num(r.get("auroc_entropy_dangerous"))})</p></div>')
+    note = ('<p class="note"><b>Dangerous</b>: consistent across paraphrases, yet the answer does not depend on '
+            'the image. Browse them in the <a href="#explorer">sample explorer</a>.</p>')
+    return "<h2>The answer</h2>" + note + svg.legend() + f'<div class="answers">{"".join(cards)}</div>'
+
+
+def run_section(info: dict) -> str:
+    """Per-model work counts from run.json: units, requests scored / cached, engine cache hit rates."""
+    models = ((info.get("counts") or {}).get("models") or {}) if isinstance(info.get("counts"), dict) else {}
+    if not models:
+        return ""
+    extra = sorted({k for c in models.values() if isinstance(c, dict)
+                    for k in (c.get("cache_stats") or {}) if isinstance(c.get("cache_stats"), dict)})
+    headers = ["model", "units", "units skipped", "requests scored", "requests cached", "cache hit rate",
+               "seconds"] + extra
+    rows = []
+    for name, c in sorted(models.items()):
+        if not isinstance(c, dict):
+            continue
+        scored, cached = c.get("requests_scored") or 0, c.get("requests_cached") or 0
+        stats = c.get("cache_stats") if isinstance(c.get("cache_stats"), dict) else {}
+        rows.append([esc(name), _num(c.get("units"), digits=0), _num(c.get("units_skipped"), digits=0),
+                     _num(scored, digits=0), _num(cached, digits=0),
+                     _num(cached / (scored + cached), True) if scored + cached else "–", _num(c.get("seconds"), digits=1)]
+                    + [_num(stats.get(k)) for k in extra])
+    return "<h2>Work done</h2>" + _table(headers, rows)
+
+
 def report_html(info: dict, summary: pd.DataFrame, doc: dict, quad: pd.DataFrame, errs: pd.DataFrame) -> str:
-    """The whole report as one HTML string."""
+    """The whole report as one HTML string: the answer first, provenance last."""
     top = summary[summary["finding"].isna()].reset_index(drop=True)
     per = summary[summary["finding"].notna()].reset_index(drop=True)
     run_id = _safe(info).get("run_id") or "(unknown run)"
     sections = [
-        provenance_section(info), quadrant_section(top), per_quadrant_section(top), scatter_section(quad),
-        flip_section(top, doc), paired_section(doc), finding_section(per), error_section(errs, doc),
+        status_line(info), answer_section(top), quadrant_section(top), per_quadrant_section(top),
+        scatter_section(quad), flip_section(top, doc), paired_section(doc), finding_section(per),
+        error_section(errs, doc), explorer_section(quad), run_section(info), provenance_section(info),
     ]
     return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>vlm_eval report: {esc(run_id)}</title><style>{CSS}</style></head><body>"
+            f"<title>vlm_eval report: {esc(run_id)}</title><style>{CSS}{EXPLORER_CSS}</style></head><body>"
             f"<h1>vlm_eval report: {esc(run_id)}</h1>" + "".join(sections) + "</body></html>\n")
 
 

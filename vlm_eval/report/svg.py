@@ -1,4 +1,4 @@
-"""Tiny inline-SVG plots (no JavaScript, no network): bars with CI whiskers, scatters.
+"""Tiny inline-SVG plots (no JavaScript, no network): bars with CI whiskers, stacked bars, scatters.
 
 Every text that reaches the markup goes through ``esc``. Numbers are formatted
 with fixed precision so the output is deterministic.
@@ -70,6 +70,27 @@ def bar_chart(groups: list[tuple[str, list[tuple[str, float, float, float]]]], t
             y += bar_h + 4
         y += gap
     return _svg(left + width + 90, height, body, title)
+
+
+def stacked_bar(shares: list[tuple[str, float]], title: str, width: int = 520, height: int = 30) -> str:
+    """One horizontal bar split into the four quadrants' shares (in [0, 1]), labelled inside when wide enough."""
+    body, x = [], 0.0
+    total = sum(float(v) for _, v in shares if _finite(v)) or 1.0
+    for name, value in shares:
+        if not _finite(value) or float(value) <= 0:
+            continue
+        w = width * float(value) / total
+        color = QUADRANT_COLORS.get(name, "#1565c0")
+        body.append(f'<rect x="{_f(x)}" y="0" width="{_f(w)}" height="{height}" fill="{color}">'
+                    f"<title>{esc(name)}: {100 * float(value):.1f}%</title></rect>")
+        if w >= 56:
+            fill = "#000" if name == "Fragile" else "#fff"
+            body.append(f'<text x="{_f(x + w / 2)}" y="{height / 2 + 4:.1f}" font-size="11" text-anchor="middle" '
+                        f'fill="{fill}">{esc(name)} {100 * float(value):.0f}%</text>')
+        x += w
+    if not body:
+        body.append(f'<text x="4" y="{height / 2 + 4:.1f}" font-size="11" fill="{AXIS}">no complete samples</text>')
+    return _svg(width, height, body, title)
 
 
 def _scale(values: np.ndarray, lo: float, hi: float, a: float, b: float) -> np.ndarray:

@@ -63,7 +63,10 @@ def test_report_is_self_contained_and_escaped(run):
     text = open(path, encoding="utf-8").read()
     assert text.startswith("<!DOCTYPE html>") and "<svg" in text and "<style>" in text
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
-    assert "<script" not in text.lower()
+    # Scripts: only the explorer's inline data block and code; nothing loaded from anywhere.
+    assert text.lower().count("<script") == 2 and '<script type="application/json" id="samples-data">' in text
+    assert not re.search(r"<script[^>]*\bsrc\s*=", text, re.I)
+    assert "<script>alert(" not in text and "m<script>x" not in text
     assert "&lt;script&gt;alert(&#x27;finding&#x27;)&lt;/script&gt;" in text
     assert "m&lt;script&gt;x" in text and "synthetic&lt;b&gt;" in text
     assert "SHOULD-NOT-APPEAR" not in text and "hunter2" not in text
@@ -86,3 +89,48 @@ def test_report_svg_is_well_formed(run):
     assert len(blocks) >= 4  # bars, two scatters, flip-vs-dangerous
     for block in blocks:
         ET.fromstring(block)  # raises on malformed markup
+
+
+def _explorer_data(text):
+    import json
+
+    block = re.search(r'<script type="application/json" id="samples-data">(.*?)</script>', text, re.S).group(1)
+    assert "<" not in block and ">" not in block  # nothing in the data can close the block
+    return json.loads(block)
+
+
+def test_report_opens_with_the_answer_and_ends_with_provenance(run):
+    text = open(write_report(run), encoding="utf-8").read()
+    order = [text.index(h) for h in ("status: <b>succeeded</b>", "<h2>The answer</h2>", "<h2>Quadrant shares</h2>",
+                                     '<h2 id="explorer">Sample explorer</h2>', "<h2>Provenance</h2>")]
+    assert order == sorted(order), order
+    answer = text[text.index("<h2>The answer</h2>"):text.index("<h2>Quadrant shares</h2>")]
+    assert answer.count('class="answer"') == 2  # one card per model (one dataset)
+    assert "Dangerous" in answer and "95% CI" in answer and "confidence screening" in answer
+
+
+def test_report_explorer_embeds_every_sample_without_prompt_text(run):
+    import pandas as pd
+
+    from vlm_eval.reduce import tables
+
+    text = open(write_report(run), encoding="utf-8").read()
+    data = _explorer_data(text)
+    keys = [c["key"] for c in data["columns"]]
+    assert {"quadrant", "finding", "label", "prediction", "margin", "ablated_margin", "flips", "entropy"} <= set(keys)
+    assert not {"patient_id", "image_uri", "question", "prompts"} & set(keys)
+    quad = tables.quadrants(run)
+    assert len(data["rows"]) == len(quad) == 80
+    got = pd.DataFrame(data["rows"], columns=keys)
+    want = quad.assign(quadrant=quad["quadrant"].where(quad["complete"], "incomplete"))
+    merged = got.merge(want, on=["model", "sample_id"], suffixes=("", "_t"))
+    assert len(merged) == 80 and (merged["quadrant"] == merged["quadrant_t"]).all()
+    assert EVIL_FINDING in set(got["finding"]) and EVIL_MODEL in set(got["model"])
+    assert "Is there an effusion?" not in text
+
+
+def test_report_of_a_run_in_flight_says_so(run):
+    info = storage.read_json(f"{run}/run.json")
+    storage.write_json_atomic(dict(info, status="running"), f"{run}/run.json")
+    text = open(write_report(run), encoding="utf-8").read()
+    assert "status: <b>running</b>" in text and "still in flight" in text
