@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from vlm_eval.errors import InputError
+from vlm_eval.findings import finding_slug, normalise_finding  # the one finding-name rule (re-exported)
 
 SETS_DIR = os.path.join(os.path.dirname(__file__), "sets")
 _SPACE_RE = re.compile(r"\s+")
@@ -49,19 +50,9 @@ def builtin_sets() -> list[str]:
     return sorted(f[: -len(".yaml")] for f in os.listdir(SETS_DIR) if f.endswith(".yaml"))
 
 
-def normalise_finding(name: str) -> str:
-    """Case-, underscore- and whitespace-insensitive key: 'Pleural_Effusion' -> 'pleural effusion'."""
-    text = unicodedata.normalize("NFKC", str(name)).lower().replace("_", " ").replace("-", " ")
-    return _SPACE_RE.sub(" ", text).strip()
-
-
 def normalise_question(text: str) -> str:
     """Comparison form of a question: NFKC, lower case, single spaces, no trailing spaces."""
     return _SPACE_RE.sub(" ", unicodedata.normalize("NFKC", str(text)).lower()).strip()
-
-
-def finding_slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", normalise_finding(name)).strip("_")
 
 
 @dataclass(frozen=True)
