@@ -36,7 +36,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 BASH = shutil.which("bash") or "/bin/bash"
 QUADRANT_RGB = {"Ideal": (0x2E, 0x7D, 0x32), "Fragile": (0xF9, 0xA8, 0x25),
                 "Dangerous": (0xC6, 0x28, 0x28), "Worst": (0x6A, 0x1B, 0x9A)}
-MEASURE_SVG = """JSON.stringify([...document.querySelectorAll('svg')].map(s => {
+MEASURE_SVG = """JSON.stringify([...document.querySelectorAll('svg:not(.stacked)')].map(s => {
   const b = s.getBoundingClientRect();
   return {w: b.width, h: b.height, marks: s.querySelectorAll('circle, rect, path').length};
 }))"""
@@ -221,6 +221,8 @@ def test_report_renders_in_chromium(browser, run):
     assert browser.evaluate("document.title").startswith("vlm_eval report")
     plots = json.loads(browser.evaluate(MEASURE_SVG))
     assert len(plots) >= 8  # quadrant bars, 6 margin scatters, flip vs Dangerous
+    stacked = json.loads(browser.evaluate(MEASURE_SVG.replace("svg:not(.stacked)", "svg.stacked")))
+    assert len(stacked) == 6 and all(p["w"] > 300 and p["marks"] >= 1 for p in stacked), len(stacked)  # the answer bars
     assert all(p["w"] > 100 and p["h"] > 100 and p["marks"] > 3 for p in plots), plots
     text = browser.evaluate("document.body.innerText")
     assert "medgemma<4b>" in text and "mimic<cxr>" in text  # escaped markup shows the literal names
@@ -229,6 +231,62 @@ def test_report_renders_in_chromium(browser, run):
     out = _artifacts()
     shutil.copyfile(path, out / "report.html")
     _check_png(browser.screenshot(), out / "report.png")
+
+
+EXPLORER_ROWS = """JSON.stringify([...document.querySelectorAll('#samples tbody tr')].map(
+  tr => [tr.dataset.model, tr.dataset.sample, tr.dataset.quadrant]))"""
+
+
+def _select(browser, element_id: str, value: str) -> None:
+    browser.evaluate(f"(() => {{ const s = document.getElementById({json.dumps(element_id)}); s.value = "
+                     f"{json.dumps(value)}; s.dispatchEvent(new Event('change')); return true; }})()")
+
+
+def test_report_sample_explorer_filters_and_sorts_in_chromium(browser, run):
+    import pandas as pd
+
+    from vlm_eval.reduce import tables
+    from vlm_eval.report import write_report
+
+    path = Path(write_report(run))
+    browser.open(path.as_uri())
+    quad = tables.quadrants(run)
+    quad = quad.assign(quadrant=quad["quadrant"].where(quad["complete"].eq(True), "incomplete"))
+    shown = json.loads(browser.evaluate(EXPLORER_ROWS))
+    assert len(shown) == len(quad) == 216  # every sample of every model, before any filter
+    _select(browser, "f-quadrant", "Dangerous")
+    shown = json.loads(browser.evaluate(EXPLORER_ROWS))
+    want = quad[quad["quadrant"] == "Dangerous"]
+    assert 0 < len(want) < len(quad)
+    assert sorted((m, s) for m, s, _ in shown) == sorted(zip(want["model"], want["sample_id"]))
+    assert {q for _, _, q in shown} == {"Dangerous"}
+    assert browser.evaluate("document.getElementById('f-count').textContent").startswith(f"{len(want)} of 216")
+    _select(browser, "f-model", "medgemma<4b>")  # filters combine; the escaped name matches the data
+    shown = json.loads(browser.evaluate(EXPLORER_ROWS))
+    assert sorted(s for _, s, _ in shown) == sorted(want.loc[want["model"] == "medgemma<4b>", "sample_id"])
+    # Sorting by the margin with the image (click twice: descending).
+    _select(browser, "f-model", "")
+    for _ in range(2):
+        browser.evaluate("document.querySelector('#samples th[data-key=margin]').click() || true")
+    col = list(json.loads(browser.evaluate("JSON.stringify([...document.querySelectorAll('#samples thead th')]"
+                                           ".map(th => th.dataset.key))"))).index("margin")
+    margins = [float(v) for v in json.loads(browser.evaluate(
+        f"JSON.stringify([...document.querySelectorAll('#samples tbody tr')].map(tr => tr.children[{col}].textContent))"))]
+    assert margins == sorted(margins, reverse=True) and len(margins) == len(want)
+    assert pd.Series(margins).round(3).tolist() == sorted(want["margin"].round(3).tolist(), reverse=True)
+    assert browser.problems() == []
+    browser.evaluate("document.getElementById('explorer').scrollIntoView() || true")
+    _check_explorer_png(browser.screenshot(), _artifacts() / "report-explorer.png")
+
+
+def _check_explorer_png(png: bytes, path: Path) -> None:
+    from PIL import Image
+
+    path.write_bytes(png)
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3)
+    r, g, b = QUADRANT_RGB["Dangerous"]
+    dangerous = ((pixels[:, 0] == r) & (pixels[:, 1] == g) & (pixels[:, 2] == b)).sum()
+    assert dangerous > 500, f"no Dangerous quadrant cells on screen in {path}"
 
 
 def test_comparison_renders_in_chromium(browser, run, tmp_path):

@@ -22,9 +22,9 @@ def _f(x: float) -> str:
     return f"{x:.1f}"
 
 
-def _svg(width: int, height: int, body: list[str], title: str) -> str:
+def _svg(width: int, height: int, body: list[str], title: str, cls: str = "plot") -> str:
     return (
-        f'<svg class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'<svg class="{cls}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'role="img" aria-label="{esc(title)}"><title>{esc(title)}</title>' + "".join(body) + "</svg>"
     )
 
@@ -90,7 +90,7 @@ def stacked_bar(shares: list[tuple[str, float]], title: str, width: int = 520, h
         x += w
     if not body:
         body.append(f'<text x="4" y="{height / 2 + 4:.1f}" font-size="11" fill="{AXIS}">no complete samples</text>')
-    return _svg(width, height, body, title)
+    return _svg(width, height, body, title, cls="stacked")
 
 
 def _scale(values: np.ndarray, lo: float, hi: float, a: float, b: float) -> np.ndarray:
