@@ -184,3 +184,26 @@ def test_the_walls_catch_a_violation():
                "vlm_eval.report.html": {"vlm_eval.pipeline.actors"},
                "vlm_eval.storage": {"vlm_eval.config"}}
     assert len(map_violations(planted)) == 3
+
+
+def _loaded_after(code: str) -> set[str]:
+    """Modules a fresh interpreter holds after running ``code``."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
+                         capture_output=True, text=True, check=True, cwd=REPO, timeout=120)
+    return set(out.stdout.split())
+
+
+def test_importing_the_package_or_the_reducer_loads_no_engine():
+    heavy = {"torch", "transformers", "vllm", "ray", "peft"}
+    bare = _loaded_after("import vlm_eval")
+    assert {m for m in bare if m.startswith("vlm_eval")} == {"vlm_eval"}
+    reduce = _loaded_after("import vlm_eval.reduce, vlm_eval.report")
+    assert not {m for m in reduce if m.startswith(("vlm_eval.engines", "vlm_eval.pipeline"))}
+    assert not heavy & reduce
+    # the public names still work, loading only what they need
+    names = _loaded_after("from vlm_eval.engines import ScoreRequest\nfrom vlm_eval import ScoreResult, UserError")
+    assert "vlm_eval.engines.base" in names and not heavy & names
+    assert not {"vlm_eval.engines.vllm", "vlm_eval.engines.transformers", "vlm_eval.config"} & names

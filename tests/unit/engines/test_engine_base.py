@@ -1,0 +1,96 @@
+"""The engine-side single sources of truth (issue #12): the answer options, the
+retry-alone policy every engine and the actor use, and model-path resolution."""
+from __future__ import annotations
+
+import os
+
+import fsspec
+import pytest
+
+from vlm_eval.engines.base import ANSWER_OPTIONS, ScoreRequest, ScoreResult, score_one_by_one
+from vlm_eval.engines.model_paths import DEMO_MODEL, localize, resolve_model_path
+from vlm_eval.engines.scripted import ScriptedEngine
+from vlm_eval.errors import EngineError, InputError
+
+
+class _Flaky:
+    """Refuses any batch holding a request whose prompt starts with 'bad'; counts calls."""
+
+    def __init__(self, dead_after: int | None = None):
+        self.calls: list[list[str]] = []
+        self.dead_after = dead_after
+
+    def score(self, requests):
+        self.calls.append([r.prompt for r in requests])
+        if self.dead_after is not None and len(self.calls) > self.dead_after:
+            raise EngineError("engine died")
+        if any(r.prompt.startswith("bad") for r in requests):
+            raise ValueError(f"cannot score {requests[0].prompt!r}")
+        return [ScoreResult(logprobs={"Yes": -0.1, "No": -2.4}) for _ in requests]
+
+
+def _reqs(*prompts):
+    return [ScoreRequest(prompt=p) for p in prompts]
+
+
+def test_answer_options_are_the_default_of_every_request():
+    assert ANSWER_OPTIONS == ("Yes", "No")
+    assert ScoreRequest(prompt="q").options == ANSWER_OPTIONS
+    # the scripted engine answers exactly these options, positive first
+    res = ScriptedEngine({"options": {"default": 1.0}}).score(_reqs("q"))[0]
+    assert list(res.logprobs) == list(ANSWER_OPTIONS) and res.logprobs["Yes"] > res.logprobs["No"]
+
+
+def test_one_by_one_isolates_the_bad_request_in_order():
+    eng = _Flaky()
+    res = score_one_by_one(eng.score, _reqs("ok1", "bad", "ok2"), cause=ValueError("batch"))
+    assert eng.calls == [["ok1"], ["bad"], ["ok2"]]  # each request alone, once, in order
+    assert [r.error for r in res] == [None, "ValueError: cannot score 'bad'", None]
+    assert res[0].logprobs == {"Yes": -0.1, "No": -2.4}
+
+
+def test_every_request_failing_alone_is_a_dead_engine_only_after_a_failed_batch():
+    with pytest.raises(EngineError, match="every request .*ValueError: the batch failed"):
+        score_one_by_one(_Flaky().score, _reqs("bad1", "bad2"), cause=ValueError("the batch failed"))
+    # without a failed batch (an engine isolating bad requests inside its own batch): error rows
+    res = score_one_by_one(_Flaky().score, _reqs("bad1", "bad2"))
+    assert [r.error is not None for r in res] == [True, True]
+
+
+def test_an_engine_that_says_it_is_dead_stops_the_retries_at_once():
+    eng = _Flaky(dead_after=1)
+    with pytest.raises(EngineError, match="engine died"):
+        score_one_by_one(eng.score, _reqs("ok1", "ok2", "ok3"), cause=ValueError("batch"))
+    assert len(eng.calls) == 2  # ok1 scored, ok2 raised EngineError, ok3 never tried
+
+
+def test_a_malformed_answer_is_that_request_s_error():
+    def wrong_count(requests):
+        return [ScoreResult(logprobs={"Yes": -1.0, "No": -1.0})] * 2
+
+    res = score_one_by_one(wrong_count, _reqs("a", "b"))
+    assert all(r.error and "2 results for 1 requests" in r.error for r in res)
+
+
+def test_model_paths(tmp_path, monkeypatch):
+    assert resolve_model_path("/models/medgemma") == "/models/medgemma"
+    assert resolve_model_path(None) is None
+    assert DEMO_MODEL.startswith("builtin:")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    assert localize(str(folder)) == str(folder)
+    assert localize(f"file://{folder}") == str(folder)
+    with pytest.raises(InputError, match="does not exist"):
+        localize(str(tmp_path / "missing"), "model 'x'")
+
+    # a remote folder is copied once into the cache, atomically, and reused
+    monkeypatch.setenv("VLM_EVAL_CACHE", str(tmp_path / "cache"))
+    fs = fsspec.filesystem("memory")
+    fs.pipe({"/models/tiny/config.json": b"{}", "/models/tiny/sub/w.bin": b"123"})
+    local = localize("memory://models/tiny")
+    assert local.startswith(str(tmp_path / "cache"))
+    assert open(os.path.join(local, "sub", "w.bin"), "rb").read() == b"123"
+    fs.rm("/models/tiny", recursive=True)
+    assert localize("memory://models/tiny") == local  # served from the cache
+    with pytest.raises(InputError, match="does not exist"):
+        localize("memory://models/none")
