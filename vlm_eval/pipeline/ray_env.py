@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 
 from vlm_eval.errors import InputError
@@ -26,8 +25,8 @@ JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 FORWARDED_ENV_PREFIXES = ("AWS_", "VLM_EVAL_", "HF_", "VLLM_", "S3_", "FSSPEC_")
 # Never forwarded: Ray's runtime_env agent logs env_vars in plain text (session
 # logs, dashboard). Cluster nodes get credentials from their own environment/role.
-_SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|ACCESS_?KEY)", re.I)
-_URL_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s@]+@", re.I)
+# One secret rule for the whole package (provenance); H-input's import switch (#12).
+from vlm_eval.provenance import SECRET_NAME as _SECRET_NAME, url_has_credentials  # noqa: E402
 
 
 def verbose() -> bool:
@@ -71,7 +70,7 @@ def forwarded_env(skip: set[str] | frozenset[str] = frozenset()) -> dict[str, st
     """Variables a cluster run forwards to its workers (no secrets, no URL credentials)."""
     env = {k: v for k, v in os.environ.items()
            if k.startswith(FORWARDED_ENV_PREFIXES) and not _SECRET_NAME.search(k) and k not in skip}
-    leaking = sorted(k for k, v in env.items() if _URL_USERINFO.search(v))
+    leaking = sorted(k for k, v in env.items() if url_has_credentials(v))
     if leaking:
         raise InputError(
             f"{', '.join(leaking)} holds a URL with credentials (user:password@). A cluster run would "
