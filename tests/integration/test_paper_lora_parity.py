@@ -24,7 +24,7 @@ from test_vllm_engine import OPTS, TOL, _build, _margin, _max_diff, _requests, _
 LAYERS = [1]  # the tiny Gemma3 has 2 language-model layers: adapt the second only
 
 
-def _targeted_lora(model_dir: str, out_dir: str, layers, seed: int = 3) -> str:
+def _targeted_lora(model_dir: str, out_dir: str, layers, seed: int = 3, exclude_tower: bool = True) -> str:
     """PEFT LoRA r = 16, alpha = 32 (the paper's), on the LM's q/k/v/o and MLP projections of
     ``layers`` only; the vision tower (which has q/k/v_proj too) excluded."""
     import torch
@@ -34,7 +34,7 @@ def _targeted_lora(model_dir: str, out_dir: str, layers, seed: int = 3) -> str:
     cfg = peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, init_lora_weights=False,
                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
                           layers_to_transform=list(layers), layers_pattern="layers",
-                          exclude_modules=r".*(vision_tower|multi_modal_projector).*")
+                          exclude_modules=r".*(vision_tower|multi_modal_projector).*" if exclude_tower else None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         peft.get_peft_model(net, cfg).save_pretrained(out_dir)
@@ -46,7 +46,9 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper_lora")
     gemma = _build("gemma3", root)
     return {"gemma3": gemma, "targeted": _targeted_lora(gemma, str(root / "targeted"), LAYERS),
-            "full": _targeted_lora(gemma, str(root / "full"), layers=[0, 1])}
+            "full": _targeted_lora(gemma, str(root / "full"), layers=[0, 1]),
+            # bare q/k/v_proj + layers_to_transform also match the SigLIP tower's layers.1
+            "with_tower": _targeted_lora(gemma, str(root / "with_tower"), LAYERS, exclude_tower=False)}
 
 
 def test_targeted_adapter_holds_only_its_layers(tiny):
@@ -89,3 +91,19 @@ def test_targeted_lora_parity_vllm_vs_transformers_peft(tiny, engines):
     t, f = engines["targeted"].score(reqs), engines["full"].score(reqs)
     assert max(abs(_margin(a) - _margin(b)) for a, b in zip(t, f)) > 10 * TOL
     print("\n" + ", ".join(f"{k}: margin change {c:.3f}, vs transformers+peft {d:.1e}" for k, (c, d) in results.items()))
+
+
+def test_adapter_reaching_the_vision_tower_is_refused(tiny):
+    """vLLM applies LoRA to the language model only: measured, such an adapter scored image
+    prompts 0.26 (margin) away from transformers + PEFT while text prompts matched. The
+    engine refuses it before starting vLLM, naming a tower module and the fix."""
+    from vlm_eval.engines.vllm import VLLMEngine
+    from vlm_eval.engines.vllm_models import lora_modules_outside_language_model
+    from vlm_eval.errors import UnsupportedModelError
+
+    outside = lora_modules_outside_language_model(tiny["with_tower"])
+    assert outside and all("vision_tower" in m and ".layers.1." in m for m in outside)
+    assert lora_modules_outside_language_model(tiny["targeted"]) == []
+    with pytest.raises(UnsupportedModelError, match="outside the language model.*vision_tower.*exclude_modules"):
+        VLLMEngine({"name": "x", "engine": "vllm", "path": tiny["gemma3"], "lora": tiny["with_tower"],
+                    "options": dict(OPTS)})

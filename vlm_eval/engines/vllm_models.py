@@ -69,6 +69,31 @@ def vllm_lora_rank(adapter: str) -> int | None:
     return allowed[0] if allowed else rank
 
 
+# Module-path parts that are not the language model (vision towers, projectors / connectors).
+_NON_LM_PARTS = ("vision_tower", "vision_model", "visual", "multi_modal_projector", "mm_projector",
+                 "vision_encoder", "image_newline", "connector")
+
+
+def lora_modules_outside_language_model(adapter: str) -> list[str]:
+    """Modules of a PEFT adapter's weights that sit outside the language model (e.g. a
+    vision tower's q_proj adapted because ``target_modules`` named bare ``q_proj`` and
+    ``layers_to_transform`` matched the tower's ``layers.N`` too). vLLM applies LoRA to
+    the language model only (unless ``enable_tower_connector_lora``) and silently drops
+    these: image scores would differ from transformers + PEFT (seen: 0.26 in margin).
+    Reads the safetensors header only; [] for a ``.bin`` adapter (not inspected)."""
+    import struct
+
+    path = os.path.join(adapter, "adapter_model.safetensors")
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            keys = [k for k in json.loads(f.read(size)) if k != "__metadata__"]
+    except (OSError, ValueError, struct.error):
+        return []
+    mods = {k.rsplit(".lora_", 1)[0] for k in keys}
+    return sorted(m for m in mods if any(part in m.split(".") for part in _NON_LM_PARTS))
+
+
 def lora_id(name: str, path: str) -> int:
     """A stable, positive LoRA id per (entry name, adapter path)."""
     return (zlib.crc32(f"{name}\0{path}".encode()) & 0x7FFFFFFF) or 1
