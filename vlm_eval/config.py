@@ -2,9 +2,17 @@
 
 ``load_job(path, overrides)`` reads YAML from any fsspec URL, applies ``--set``
 overrides and validates. Every problem is reported at once in one ConfigError.
+
+Hostile files are refused before pydantic sees them (``vlm_eval.safe_yaml``): over
+1 MiB, alias bombs, nesting deeper than 32, a key given twice (named with its line).
+A URL with credentials (``https://user:pass@host``) anywhere in the job is refused:
+credentials come from the environment. An engine plug-in that does not import is
+refused here, before Ray starts (``VLM_EVAL_SKIP_PLUGIN_CHECK=1`` skips the import
+when the plug-in exists only on the cluster's workers).
 """
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -12,10 +20,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from vlm_eval.errors import ConfigError
+from vlm_eval import safe_yaml
+from vlm_eval.errors import ConfigError, UserError
+from vlm_eval.provenance import redact_text, url_has_credentials
 from vlm_eval.conditions import ABLATION_NAMES as ABLATIONS, IMAGE
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # used with fullmatch: "$" would allow a final newline
+_NAME_HELP = "must be letters, digits, '.', '_' or '-', starting with a letter or digit (it names a folder)"
 DEFAULT_SYSTEM = "You are a medical imaging expert. For yes/no questions, respond with only Yes or No."
 
 
@@ -89,8 +100,21 @@ class ModelConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _name_is_path_safe(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError("must be letters, digits, '.', '_' or '-' (it names a folder)")
+        if not _NAME_RE.fullmatch(v):
+            raise ValueError(_NAME_HELP)
+        return v
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_can_be_built(cls, v: str) -> str:
+        if os.environ.get("VLM_EVAL_SKIP_PLUGIN_CHECK"):
+            return v
+        from vlm_eval.engines.loader import check_engine
+
+        try:
+            check_engine(v)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
         return v
 
 
@@ -106,7 +130,7 @@ class ResourcesConfig(_Strict):
     cpus_per_actor: float = Field(default=1, ge=0)
     """CPUs reserved per engine actor."""
     batch_size: int = Field(default=32, ge=1)
-    """Samples per batch; also the number of samples per prediction shard."""
+    """Work-unit size: a unit holds whole images, up to batch_size samples' worth of prompts."""
     resources_per_actor: dict[str, float] = Field(default_factory=dict)
     """Extra Ray custom resources per actor (e.g. {accelerator_type:A100: 0.01})."""
     ray_address: str | None = None
@@ -152,8 +176,8 @@ class Job(_Strict):
     @field_validator("name", "run_id")
     @classmethod
     def _path_safe(cls, v: str | None) -> str | None:
-        if v is not None and not _NAME_RE.match(v):
-            raise ValueError("must be letters, digits, '.', '_' or '-' (it names a folder)")
+        if v is not None and not _NAME_RE.fullmatch(v):
+            raise ValueError(_NAME_HELP)
         return v
 
     @field_validator("conditions")
@@ -218,7 +242,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[str]:
             problems.append(f"--set {item!r}: expected KEY.PATH=VALUE")
             continue
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = safe_yaml.load(raw) if raw != "" else ""
+        except safe_yaml.YamlLimitError as exc:
+            problems.append(f"--set {key}: {exc}")
+            continue
         except yaml.YAMLError:
             value = raw
         node: Any = data
@@ -248,38 +275,66 @@ def _format_loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
+def _credential_urls(data: Any, loc: str = "") -> list[str]:
+    """Places in the job holding a URL with user-info (never echo the value)."""
+    if isinstance(data, dict):
+        return [p for k, v in data.items() for p in _credential_urls(v, f"{loc}.{k}" if loc else str(k))]
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in _credential_urls(v, f"{loc}.{i}")]
+    if isinstance(data, str) and url_has_credentials(data):
+        return [f"{loc or '(top level)'}: the URL carries credentials (user:password@host); remove them. "
+                "Credentials come from the environment (AWS_* variables, ~/.netrc), never the job file"]
+    return []
+
+
 def validate_job(data: Any, source: str | None = None) -> Job:
     if not isinstance(data, dict):
         raise ConfigError([f"the job must be a YAML mapping, got {type(data).__name__}"], source)
     try:
-        return Job.model_validate(data)
+        safe_yaml.check_structure(data)  # pydantic-core must never see a bomb or deep nesting
+    except safe_yaml.YamlLimitError as exc:
+        raise ConfigError([str(exc)], source) from None
+    leaks = _credential_urls(data)
+    try:
+        job = Job.model_validate(data)
     except ValidationError as exc:
-        problems = []
+        problems = list(leaks)
         for err in exc.errors():
             loc = _format_loc(tuple(p for p in err["loc"]))
-            msg = err["msg"]
+            msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling; see CONTRACT.md for the job schema)"
             elif err["type"] == "missing":
                 msg = "required key is missing"
             elif "input" in err and not isinstance(err["input"], (dict, list)):
-                msg = f"{msg} (got {err['input']!r})"
+                msg = f"{msg} (got {redact_text(repr(err['input']))})"
             problems.append(f"{loc}: {msg}")
         raise ConfigError(problems, source) from None
+    if leaks:
+        raise ConfigError(leaks, source)
+    return job
 
 
 def read_yaml(path: str) -> Any:
-    import fsspec
+    """One YAML document from a regular file or URL, within ``safe_yaml``'s limits."""
+    from vlm_eval import storage
 
     try:
-        with fsspec.open(path, "r", encoding="utf-8") as f:
-            text = f.read()
+        with storage.open_input(path, "job file") as f:
+            raw = f.read(safe_yaml.MAX_BYTES + 1)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError([f"job file not found: {path}"]) from None
+    except UserError as exc:  # not a regular file, missing s3fs, refused access
+        raise ConfigError([str(exc)]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read job file {path}: {exc}"]) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. botocore's NoCredentialsError: a user problem
+        raise ConfigError([f"cannot read job file {path}: {type(exc).__name__}: {exc}"]) from None
     try:
-        return yaml.safe_load(text)
+        return safe_yaml.load(text)
+    except safe_yaml.YamlLimitError as exc:
+        raise ConfigError([f"refused: {exc}"], path) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], path) from None
 
