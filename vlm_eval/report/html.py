@@ -20,6 +20,7 @@ import pandas as pd
 
 from vlm_eval import storage
 from vlm_eval.errors import InputError
+from vlm_eval.provenance import is_secret_name, redact_text  # the one secret rule (H-input's import switch)
 from vlm_eval.reduce import tables
 from vlm_eval.report import svg
 from vlm_eval.report.explorer import CSS as EXPLORER_CSS
@@ -28,8 +29,6 @@ from vlm_eval.report.svg import esc
 from vlm_eval.schema import QUADRANTS
 
 MAX_POINTS = 5000
-_SECRET = re.compile(r"secret|token|password|passwd|credential|access[_-]?key|api[_-]?key|auth|session", re.I)
-_USERINFO = re.compile(r"://[^/@\s]+@")
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -52,18 +51,21 @@ td.k,th.k{text-align:left}.note{color:#555;font-size:13px;max-width:900px}
 def _safe(obj: Any) -> Any:
     """Drop credential-looking keys (any depth) and mask user-info in URLs."""
     if isinstance(obj, dict):
-        return {k: _safe(v) for k, v in obj.items() if not _SECRET.search(str(k))}
+        return {k: _safe(v) for k, v in obj.items() if not is_secret_name(k)}
     if isinstance(obj, list):
         return [_safe(v) for v in obj]
     if isinstance(obj, str):
-        return _USERINFO.sub("://***@", obj)
+        return redact_text(obj)
     return obj
 
 
 def _num(x, pct: bool = False, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not np.isfinite(x)) or pd.isna(x):
         return "–"
-    return f"{100 * float(x):.1f}%" if pct else (f"{int(x)}" if digits == 0 else f"{float(x):.{digits}f}")
+    if pct:
+        v = round(100 * float(x), 1)
+        return f"{v if v != 0 else 0.0:.1f}%"  # never "-0.0%"
+    return f"{int(x)}" if digits == 0 else f"{float(x):.{digits}f}"
 
 
 def _ci(row: pd.Series, col: str) -> str:
