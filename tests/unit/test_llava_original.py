@@ -48,7 +48,13 @@ def _engine(path, lora=None, **options):
 
 @pytest.fixture(scope="module")
 def base(tiny):
-    return _engine(tiny["model"])
+    from vlm_eval.engines.llava_original import LlavaOriginalEngine
+    from vlm_eval.engines.loader import load_engine
+
+    # Through the registry, as a job's `engine: llava_original` entry is built.
+    eng = load_engine({"name": "t", "engine": "llava_original", "path": tiny["model"], "options": {"cpu_threads": 1}})
+    assert isinstance(eng, LlavaOriginalEngine)
+    return eng
 
 
 def test_layout_is_the_original_llava_one(tiny):
@@ -78,6 +84,8 @@ def test_scores_with_and_without_image(base):
     assert all(math.isfinite(v) and v < 0 for r in batched for v in r.logprobs.values())
     margins = [r.logprobs["Yes"] - r.logprobs["No"] for r in batched]
     assert len({round(m, 6) for m in margins}) == 3  # the image matters, and which image
+    bad = base.score([reqs[0], ScoreRequest(prompt=Q, system=SYSTEM, image="not an image"), reqs[2]])
+    assert bad[1].error and "PIL" in bad[1].error and bad[0].error is None and bad[2].error is None
     for req, r in zip(reqs, batched):  # left-padded batch == each request alone
         alone = base.score([req])[0]
         for k in ("Yes", "No"):

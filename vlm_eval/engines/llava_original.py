@@ -26,7 +26,8 @@ import os
 from typing import Any, Mapping
 
 from vlm_eval.engines import llava_original_parts as parts
-from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text
+from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text, score_one_by_one
+from vlm_eval.engines.model_paths import localize
 from vlm_eval.engines.prompting import answer_token_ids, option_logprobs
 from vlm_eval.errors import EngineError, InputError, MissingDependencyError, UserError
 
@@ -40,8 +41,6 @@ class LlavaOriginalEngine:
 
     def __init__(self, model: Mapping[str, Any]):
         import torch
-
-        from vlm_eval.engines.transformers import localize
 
         name = self.name = str(model.get("name", "model"))
         opts = dict(model.get("options") or {})
@@ -168,7 +167,7 @@ class LlavaOriginalEngine:
         order = list(prepared)
         with torch.inference_mode():
             for start in range(0, len(order), self.max_batch_size):
-                self._score_chunk(order[start:start + self.max_batch_size], prepared, results)
+                self._score_chunk(order[start:start + self.max_batch_size], requests, prepared, results)
         return [r if r is not None else ScoreResult(logprobs={}, error="EngineError: not scored") for r in results]
 
     def _prepare(self, req: ScoreRequest):
@@ -185,21 +184,29 @@ class LlavaOriginalEngine:
             self._ids_cache[options] = answer_token_ids(self.tokenizer, options)
         return chunks, pixels, self._ids_cache[options]
 
-    def _score_chunk(self, chunk: list[int], prepared, results) -> None:
+    def _score_chunk(self, chunk: list[int], requests, prepared, results) -> None:
         try:
-            logprobs = self.forward([prepared[i][0] for i in chunk], [prepared[i][1] for i in chunk])
+            scored = self._score_rows(chunk, prepared)
         except Exception as exc:  # noqa: BLE001
             if len(chunk) == 1:
                 results[chunk[0]] = ScoreResult(logprobs={}, error=error_text(exc))
                 return
-            for i in chunk:  # isolate the bad request(s)
-                self._score_chunk([i], prepared, results)
-            return
+            # isolate the bad request(s) with the shared retry-alone policy
+            index = {id(requests[i]): i for i in chunk}
+            scored = score_one_by_one(lambda reqs: self._score_rows([index[id(reqs[0])]], prepared),
+                                      [requests[i] for i in chunk])
+        for i, res in zip(chunk, scored):
+            results[i] = res
+
+    def _score_rows(self, chunk: list[int], prepared) -> list[ScoreResult]:
+        logprobs = self.forward([prepared[i][0] for i in chunk], [prepared[i][1] for i in chunk])
+        out = []
         for row, i in enumerate(chunk):
             vec, ids_by_option = logprobs[row], prepared[i][2]
             wanted = {t: float(vec[t]) for ids in ids_by_option.values() for t in ids}
             scores, other = option_logprobs(wanted, ids_by_option)
-            results[i] = ScoreResult(logprobs=scores, text=self.tokenizer.decode([int(vec.argmax())]), other_mass=other)
+            out.append(ScoreResult(logprobs=scores, text=self.tokenizer.decode([int(vec.argmax())]), other_mass=other))
+        return out
 
     def image_features(self, pixels):
         """(batch, tokens, hidden) projected image embeddings for (batch, 3, H, W) pixels."""

@@ -23,7 +23,8 @@ import json
 import os
 from typing import Any, Sequence
 
-from vlm_eval.models.tiny import HIDDEN, INIT_RANGE, _text_dims, build_tokenizer
+from vlm_eval.models.tiny import _text_dims, build_tokenizer
+from vlm_eval.models.tiny_common import HIDDEN, INIT_RANGE
 
 TOWER_NAME = "tiny_biomedclip_cxr_160"
 TOWER_CONFIG = f"{TOWER_NAME}.json"
