@@ -92,13 +92,32 @@ def option_spellings(option: str) -> list[str]:
 
 
 def logsumexp(values: Iterable[float]) -> float:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
+    """log(sum(exp(v))) over the values that exist (None = no such token: skipped).
+
+    A NaN makes the result NaN: a spelling whose score is NaN is not probability 0, and
+    ``check_results`` turns the NaN into an error for the request.
+    """
+    vals = [float(v) for v in values if v is not None]
+    if any(math.isnan(v) for v in vals):
+        return float("nan")
     if not vals:
         return float("-inf")
     m = max(vals)
-    if m == float("-inf"):
+    if math.isinf(m):  # all -inf (no mass), or a +inf that check_results rejects
         return m
     return m + math.log(sum(math.exp(v - m) for v in vals))
+
+
+def bad_logprobs(logprobs: dict[str, float], options) -> str | None:
+    """Why the options' log-probabilities give no answer (None = they do): a NaN or +inf,
+    or -inf for every option (no probability on any answer)."""
+    vals = {o: logprobs[o] for o in options}
+    for o, v in vals.items():
+        if v is None or math.isnan(v) or v == float("inf"):
+            return f"engine returned log-probability {v} for option {o!r}"
+    if vals and all(v == float("-inf") for v in vals.values()):
+        return f"engine gave log-probability -inf to every option {list(vals)}"
+    return None
 
 
 def error_text(exc: BaseException) -> str:
@@ -122,6 +141,8 @@ def check_results(requests: list[ScoreRequest], results: list[ScoreResult]) -> l
             missing = [o for o in req.options if o not in res.logprobs]
             if missing:
                 res = ScoreResult(logprobs={}, error=f"engine result lacks options {missing}")
+            elif (why := bad_logprobs(res.logprobs, req.options)) is not None:
+                res = ScoreResult(logprobs={}, error=why, other_mass=res.other_mass)
         checked.append(res)
     return checked
 

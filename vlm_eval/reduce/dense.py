@@ -36,7 +36,8 @@ def row_margins(preds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     ok = usable(preds).to_numpy(dtype=bool)
     ly = preds["logprob_yes"].to_numpy(dtype=float, na_value=np.nan)
     ln = preds["logprob_no"].to_numpy(dtype=float, na_value=np.nan)
-    return ok, np.where(ok, ly - ln, np.nan)
+    with np.errstate(invalid="ignore"):  # inf - inf on rows that are not ok anyway
+        return ok, np.where(ok, ly - ln, np.nan)
 
 
 def sample_positions(samples: pd.DataFrame, preds: pd.DataFrame) -> np.ndarray | None:

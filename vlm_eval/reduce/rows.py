@@ -20,8 +20,9 @@ PROBLEM = "_problem"  # optional column: why a row was set aside (see conflictin
 
 
 def margin(logprob_yes, logprob_no) -> np.ndarray:
-    """m = logprob_yes - logprob_no."""
-    return np.asarray(logprob_yes, dtype=float) - np.asarray(logprob_no, dtype=float)
+    """m = logprob_yes - logprob_no (NaN where both are -inf)."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(logprob_yes, dtype=float) - np.asarray(logprob_no, dtype=float)
 
 
 def prediction(m) -> np.ndarray:
