@@ -171,7 +171,7 @@ def run_job(job: Job, *, progress: Callable[[dict], None] | None = None, shutdow
                 record.update(prompt_set={"name": job.prompts.set, "sha256": generated.get("sha256")},
                               prompt_set_generated=generated)
                 storage.write_json_atomic(record, layout.run_json)
-            counts, ray_started_here = _score_all(job, layout, run_id, events)
+            counts, ray_started_here = _score_all(job, layout, run_id, events, record["attempt"])
             ray_started = ray_started or ray_started_here
         finally:
             events.flush()
@@ -226,7 +226,7 @@ def _start_record(job: Job, run_id: str, existing: dict | None) -> dict:
     }
 
 
-def _score_all(job: Job, layout: RunLayout, run_id: str, events: _Progress) -> tuple[dict, bool]:
+def _score_all(job: Job, layout: RunLayout, run_id: str, events: _Progress, attempt: int) -> tuple[dict, bool]:
     """Plan the units and score every model; returns (counts, whether Ray was started)."""
     from vlm_eval.pipeline import cache, prekey
     from vlm_eval.pipeline.execute import score_model
@@ -244,7 +244,8 @@ def _score_all(job: Job, layout: RunLayout, run_id: str, events: _Progress) -> t
     started = ensure_ray(job.resources.ray_address) if plan.units.num_rows else False
     cache_url = (job.cache.url or storage.join(job.output, "_cache")) if job.cache.enabled else None
     for model in job.models:
-        st = score_model(job, model, plan, layout.root, progress=events, cache_url=cache_url, run_id=run_id)
+        st = score_model(job, model, plan, layout.root, progress=events, cache_url=cache_url, run_id=run_id,
+                         attempt=attempt)
         counts["models"][model.name] = {**st.counts(), "distinct_images": plan.n_images}
         if cache_url:
             counts["models"][model.name]["cache_compaction"] = cache.compact(cache_url,

@@ -39,6 +39,8 @@ PREDICTIONS_FILE = pa.schema(
         ("other_mass", pa.float64()),
         ("image_sha256", pa.string()),
         ("error", pa.string()),
+        # The run.json attempt that scored the row: on duplicates the reducer keeps the latest.
+        ("attempt", pa.int64()),
     ]
 )
 PREDICTIONS = pa.schema([("model", pa.string())] + list(PREDICTIONS_FILE))

@@ -52,7 +52,8 @@ def score_isolating_failures(engine, requests: list[ScoreRequest]) -> list[Score
         return score_one_by_one(engine.score, requests, cause=batch_exc)
 
 
-def prediction_table(specs: list[dict], results: list[ScoreResult], options=ANSWER_OPTIONS) -> pa.Table:
+def prediction_table(specs: list[dict], results: list[ScoreResult], options=ANSWER_OPTIONS,
+                     attempt: int | None = None) -> pa.Table:
     yes, no = options[0], options[1]
     if not specs:
         return PREDICTIONS_FILE.empty_table()
@@ -62,6 +63,7 @@ def prediction_table(specs: list[dict], results: list[ScoreResult], options=ANSW
     cols["logprob_no"] = [None if r.error else r.logprobs.get(no) for r in results]
     cols["other_mass"] = [r.other_mass for r in results]
     cols["error"] = [r.error for r in results]
+    cols["attempt"] = [attempt] * len(specs)
     return conform(pa.table(cols), PREDICTIONS_FILE)
 
 
@@ -69,7 +71,7 @@ class ScoringActor:
     """Holds one engine for the actor's life; scores and commits one unit per call."""
 
     def __init__(self, model: dict, run_url: str, system: str | None, ablations: list[str],
-                 cache_url: str | None = None, run_id: str = "run"):
+                 cache_url: str | None = None, run_id: str = "run", attempt: int | None = None):
         from vlm_eval.engines.loader import load_engine
 
         self.model = model
@@ -77,6 +79,7 @@ class ScoringActor:
         self.system = system
         self.ablations = ablations
         self.run_id = run_id
+        self.attempt = attempt
         self.cache_url = cache_url
         self.model_key = cache.model_key(model)
         self.actor = f"{os.getpid()}-{id(self):x}"
@@ -140,7 +143,7 @@ class ScoringActor:
             # Images were validated when loaded, so this is a bug, not bad input: stop
             # the job, naming the unit (the cause is chained).
             raise RuntimeError(f"unit {unit}: cannot build requests: {exc}") from exc
-        table = prediction_table(specs, results)
+        table = prediction_table(specs, results, attempt=self.attempt)
         retry = any(e["error_type"] in retryable_types() for e in errors)
         shard_id = f"{unit}.retry" if retry else unit
         if errors:

@@ -6,12 +6,13 @@ Layout (``CACHE`` = ``job.cache.url`` or ``OUTPUT/_cache``)::
     CACHE/prekeys/part=<PP>/<name>.parquet             pre-keys (prekey.PREKEY_SCHEMA)
 
 ``PP`` is the partition of the *image URI* a request belongs to (two hex digits of
-its sha256: 256 partitions; text-only prompts use ``tx``). Every request of one image
+its sha256: 256 partitions; text-only prompts use ``tx``, size-only views such as
+``blank`` use ``sz``, so a blank score of one size serves every image of that size). Every request of one image
 (every finding, variant and image condition) lands in that image's partition, and
 the plan orders images by partition, so a loader reads one or two partitions per
 unit, never the whole history. Each unit adds a small file; ``compact`` (run at the
 end of a run) merges each touched partition into one file, so a model's cache stays
-at <= 257 files however many nights it has seen. A partition is held in memory as
+at <= 258 files however many nights it has seen. A partition is held in memory as
 sorted numpy arrays (``cache.CacheIndex``: 56 bytes an entry); a process keeps the
 few it used last (``_LRU_PARTS``).
 """
@@ -28,6 +29,7 @@ from vlm_eval import storage
 
 N_PARTS = 256
 TEXT_PART = "tx"
+SIZE_PART = "sz"  # views that depend only on the image size (blank): shared by every image
 _LRU_PARTS = 8
 _lru: OrderedDict = OrderedDict()
 

@@ -73,7 +73,7 @@ def remove_stale_shards(layout: RunLayout, model: str, planned: set[str]) -> int
 
 
 def score_model(job: Job, model: ModelConfig, plan: Plan, run_url: str, progress=None,
-                cache_url: str | None = None, run_id: str = "run") -> ModelRunStats:
+                cache_url: str | None = None, run_id: str = "run", attempt: int | None = None) -> ModelRunStats:
     """Score every uncommitted unit of ``model``. Raises if the engine dies."""
     import ray.data
 
@@ -105,7 +105,7 @@ def score_model(job: Job, model: ModelConfig, plan: Plan, run_url: str, progress
     ds = ds.map_batches(
         ScoringActor,
         fn_constructor_kwargs={"model": model.model_dump(), "run_url": run_url, "system": job.prompts.system,
-                               "ablations": job.ablations, "cache_url": cache_url, "run_id": run_id},
+                               "ablations": job.ablations, "cache_url": cache_url, "run_id": run_id, "attempt": attempt},
         batch_size=1,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=res.actors),

@@ -22,7 +22,7 @@ from typing import Any
 from vlm_eval.conditions import InputImage, ViewContext, image_conditions
 from vlm_eval.engines.base import ScoreRequest
 from vlm_eval.pipeline import cache, prekey
-from vlm_eval.pipeline.cache_store import TEXT_PART, partition_of
+from vlm_eval.pipeline.cache_store import SIZE_PART, TEXT_PART, partition_of
 
 
 def encode_for_transport(loaded) -> bytes:
@@ -69,7 +69,8 @@ def _sample_specs(item: dict, conds, info: dict, swap_ok: bool, system: str | No
         for variant, (prompt, pid) in enumerate(zip(item["prompts"], prompt_ids)):
             out.append({"sample_id": item["sample_id"], "variant": variant, "condition": cond.name,
                         "prompt_id": pid, "image_sha256": sha, "prompt": prompt, "image_uuid": uuid,
-                        "uri": item["image_uri"], "swap_uri": partner_uri, "part": partition_of(item["image_uri"]),
+                        "uri": item["image_uri"], "swap_uri": partner_uri,
+                        "part": SIZE_PART if cond.size_only else partition_of(item["image_uri"]),
                         "hit": None})
     return out
 
