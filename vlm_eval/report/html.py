@@ -303,3 +303,11 @@ def write_report(run_url: str) -> str:
     target = storage.join(run_url, "report.html")
     storage.write_bytes_atomic(target, text.encode("utf-8"))
     return target
+
+
+# Public names for the comparison page (report/compare_html.py): the one place these
+# cell formats and the redaction live (H-reduce's minimal edit, issue 12).
+safe = _safe
+num = _num
+ci_cell = _ci
+table_html = _table
