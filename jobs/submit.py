@@ -19,8 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(__doc__, file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
+    import vlm_eval
     from vlm_eval.cli import main as cli_main
 
+    # Which install runs (the image's, or the runtime_env's copy of the source tree).
+    print(f"vlm-eval {getattr(vlm_eval, '__version__', '?')} from {vlm_eval.__file__}", flush=True)
     return cli_main(["run", *args])
 
 

@@ -34,3 +34,13 @@ def test_demo_writes_a_complete_run_folder(tmp_path, vlm_cache, ray_local, capsy
     # The model really produced log-probabilities (not constants).
     preds = pd.read_parquet(run / "predictions")
     assert preds["error"].isna().all() and preds["logprob_yes"].nunique() > 5
+    # The report states the final status and opens with the answer; `status` agrees with run.json.
+    report = (run / "report.html").read_text()
+    assert "status: <b>succeeded</b>" in report and report.index("The answer") < report.index("Provenance")
+    from vlm_eval.status import main as status_main
+
+    capsys.readouterr()
+    assert status_main(str(run)) == 0
+    status = capsys.readouterr().out
+    units = record["counts"]["models"]["tiny-gemma3"]["units"]
+    assert f"{run.name}: succeeded" in status and f"[tiny-gemma3] units {units}/{units} (100.0%)" in status

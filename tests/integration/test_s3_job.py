@@ -142,12 +142,19 @@ def test_s3_job_matches_local_and_leaks_no_credentials(tmp_path, ray_local, s3_e
     pd.testing.assert_frame_equal(_norm(pd.read_parquet(f"{run_url}/quadrants"), quad_keys), s3_quads)
     record = json.loads(fs.cat(f"{run_url}/run.json"))
     assert record["status"] == "succeeded"
+    from vlm_eval.status import main as status_main  # `vlm-eval status` straight from s3
+
+    earlier = capsys.readouterr()
+    assert status_main(run_url) == 0
+    status_out = capsys.readouterr().out
+    assert "s3case-1: succeeded" in status_out and "units" in status_out and "req/s" in status_out
 
     # No credential value anywhere we wrote or printed.
     captured = capsys.readouterr()
+    captured = type(captured)(earlier.out + captured.out, earlier.err + captured.err)
     texts = {"run.json": fs.cat(f"{run_url}/run.json"), "report.html": fs.cat(f"{run_url}/report.html"),
              "stdout": proc.stdout.encode(), "stderr": proc.stderr.encode(),
-             "pytest-captured": (captured.out + captured.err).encode()}
+             "pytest-captured": (captured.out + captured.err).encode(), "status": status_out.encode()}
     for p in fs.find(f"{run_url}/errors"):
         texts[p] = fs.cat(p)
     for secret in (s3_env["AWS_SECRET_ACCESS_KEY"], s3_env["AWS_ACCESS_KEY_ID"]):
