@@ -87,9 +87,9 @@ def _load_part(root: str, part: str) -> CacheIndex:
     return index_of(cache_store.read_part(root, part, CACHE_SCHEMA, "cache_key"))
 
 
-def load_part(cache_url: str, mkey: str, part: str) -> CacheIndex:
-    """One partition of one model's cached scores (memoised per process)."""
-    return cache_store.load_cached(model_dir(cache_url, mkey), part, _load_part)
+def load_part(cache_url: str, mkey: str, part: str, token: str = "") -> CacheIndex:
+    """One partition of one model's cached scores (memoised per process and ``token``)."""
+    return cache_store.load_cached(model_dir(cache_url, mkey), part, _load_part, token)
 
 
 def load(cache_url: str, mkey: str) -> CacheIndex:

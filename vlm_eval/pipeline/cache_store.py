@@ -60,13 +60,15 @@ def read_part(root: str, part: str, schema: pa.Schema, key: str) -> pa.Table | N
     return pa.concat_tables(tables).combine_chunks() if tables else None
 
 
-def load_cached(root: str, part: str, loader):
+def load_cached(root: str, part: str, loader, token: str = ""):
     """``loader(root, part)`` memoised per process for the last few partitions used.
 
-    A unit's own writes are not seen by an already-cached partition; that only costs a
-    recompute, never a wrong score (entries are content-keyed).
+    ``token`` names the pass (one per model per run attempt): worker processes outlive
+    a run, and a partition memoised by an earlier run misses what that run wrote. Within
+    a pass, writes of other units are not seen; that only costs a recompute, never a
+    wrong score (entries are content-keyed).
     """
-    k = (root, part)
+    k = (root, part, token)
     if k in _lru:
         _lru.move_to_end(k)
         return _lru[k]

@@ -101,7 +101,8 @@ def score_model(job: Job, model: ModelConfig, plan: Plan, run_url: str, progress
     ds = ray.data.from_arrow(blocks)
     ds = ds.map(partial(load_unit, samples_file=layout.samples_file, model=model.model_dump(),
                         system=job.prompts.system, ablations=job.ablations,
-                        max_image_side=job.dataset.max_image_side, cache_url=cache_url), num_cpus=0.5)
+                        max_image_side=job.dataset.max_image_side, cache_url=cache_url,
+                        cache_token=f"{run_id}-{attempt}-{model.name}-{time.time_ns()}"), num_cpus=0.5)
     ds = ds.map_batches(
         ScoringActor,
         fn_constructor_kwargs={"model": model.model_dump(), "run_url": run_url, "system": job.prompts.system,

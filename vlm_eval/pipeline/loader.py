@@ -75,7 +75,7 @@ def _sample_specs(item: dict, conds, info: dict, swap_ok: bool, system: str | No
     return out
 
 
-def _lookup(specs: list[dict], cache_url: str | None, mkey: str, system: str | None) -> bool:
+def _lookup(specs: list[dict], cache_url: str | None, mkey: str, system: str | None, token: str = "") -> bool:
     """Fill ``hit`` and ``cache_key`` of each spec; True when every spec hit."""
     if not cache_url:
         return False
@@ -83,14 +83,14 @@ def _lookup(specs: list[dict], cache_url: str | None, mkey: str, system: str | N
     for s in specs:
         key = cache.request_key(mkey, spec_request(s, system), s["condition"])
         s["cache_key"] = key.hex()
-        got = cache.load_part(cache_url, mkey, s["part"]).get(key)
+        got = cache.load_part(cache_url, mkey, s["part"], token).get(key)
         s["hit"] = list(got) if got is not None else None
         all_hit = all_hit and got is not None
     return all_hit
 
 
 def load_unit(row: dict[str, Any], *, samples_file: str, model: dict, system: str | None,
-              ablations: list[str], max_image_side: int, cache_url: str | None) -> dict[str, Any]:
+              ablations: list[str], max_image_side: int, cache_url: str | None, cache_token: str = "") -> dict[str, Any]:
     from vlm_eval.datasets.images import ImageLoadError, load_image
     from vlm_eval.pipeline.units import read_rows
     from vlm_eval.prompts import prompt_id
@@ -102,7 +102,7 @@ def load_unit(row: dict[str, Any], *, samples_file: str, model: dict, system: st
         specs = [{"sample_id": None, "variant": None, "condition": "text_only", "prompt_id": it["prompt_id"],
                   "image_sha256": None, "prompt": it["prompt"], "image_uuid": None, "part": TEXT_PART, "hit": None}
                  for it in json.loads(row["items"])]
-        _lookup(specs, cache_url, mkey, system)
+        _lookup(specs, cache_url, mkey, system, cache_token)
         return {**out, "specs": json.dumps(specs)}
     items = read_rows(samples_file, int(row["start"]), int(row["end"])).to_pylist()
     conds = image_conditions(ablations)
@@ -118,7 +118,7 @@ def load_unit(row: dict[str, Any], *, samples_file: str, model: dict, system: st
     if cache_url:
         for uri in uris:
             keys[uri] = prekey.prekey_of(uri, max_image_side)
-            known = prekey.lookup(cache_url, uri, keys[uri]) if keys[uri] else None
+            known = prekey.lookup(cache_url, uri, keys[uri], cache_token) if keys[uri] else None
             if known:
                 info[uri] = known
     specs: list[dict] = []
@@ -127,7 +127,7 @@ def load_unit(row: dict[str, Any], *, samples_file: str, model: dict, system: st
         if uri in info and all((not wants_swap or not it["swap_image_uri"] or it["swap_image_uri"] in info)
                                for it in its):
             got = [s for it in its for s in _sample_specs(it, conds, info, wants_swap, system, it["prompt_ids"])]
-            if _lookup(got, cache_url, mkey, system):
+            if _lookup(got, cache_url, mkey, system, cache_token):
                 specs += got
                 out["n_skipped"] += 1
                 continue
@@ -161,7 +161,7 @@ def load_unit(row: dict[str, Any], *, samples_file: str, model: dict, system: st
                 if not isinstance(im, Exception):
                     info[u] = (im.sha256, im.image.width, im.image.height)
             got_specs = _sample_specs(it, conds, info, swap_ok, system, it["prompt_ids"])
-            _lookup(got_specs, cache_url, mkey, system)
+            _lookup(got_specs, cache_url, mkey, system, cache_token)
             specs += got_specs
     for uri, im in loaded.items():
         if isinstance(im, Exception):

@@ -77,8 +77,8 @@ def _load(r: str, part: str) -> PrekeyIndex:
     return PrekeyIndex(cache_store.read_part(r, part, PREKEY_SCHEMA, "prekey"))
 
 
-def lookup(cache_url: str, uri: str, key: bytes) -> tuple[str, int, int] | None:
-    idx = cache_store.load_cached(root(cache_url), cache_store.partition_of(uri), _load)
+def lookup(cache_url: str, uri: str, key: bytes, token: str = "") -> tuple[str, int, int] | None:
+    idx = cache_store.load_cached(root(cache_url), cache_store.partition_of(uri), _load, token)
     return idx.get(key)
 
 
