@@ -34,17 +34,16 @@ QUESTION = "Is there cardiomegaly?"
 PARAS = ["Is the heart enlarged?", "Is cardiomegaly present?"]
 PLANTS = {"Ideal": [2, 2, 2], "Dangerous": [-2, -2, -2], "Fragile": [2, -2, 2], "Worst": [-2, 2, -2]}
 HEAD_TIMEOUT_S = 120
+PIP_SPEC = "${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}[vllm,s3]"
 JOB_TIMEOUT_S = 400
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("VLM_EVAL_NETNS") != "1",
-        reason="a Ray head must stay on loopback: run `make test` (scripts/run-tests.sh, as root), or: "
-               "unshare -n bash -c 'ip link set lo up && VLM_EVAL_NETNS=1 .venv/bin/python -m pytest "
-               "tests/integration/test_ray_jobs.py'",
-    ),
-]
+pytestmark = pytest.mark.slow
+needs_netns = pytest.mark.skipif(
+    os.environ.get("VLM_EVAL_NETNS") != "1",
+    reason="a Ray head must stay on loopback: run `make test` (scripts/run-tests.sh, as root), or: "
+           "unshare -n bash -c 'ip link set lo up && VLM_EVAL_NETNS=1 .venv/bin/python -m pytest "
+           "tests/integration/test_ray_jobs.py'",
+)
 
 
 def _free_port() -> int:
@@ -57,6 +56,8 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_TOKEN_PATH")}
     # A driver-side VLLM_* variable the job's runtime_env sets too: must not conflict.
+    # As in an activated venv: the job's `python` is this venv's (the head's own Python).
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="5",
                VLLM_USAGE_STATS_ENABLED="0", VLLM_LOGGING_LEVEL="WARNING")
     return env
@@ -100,13 +101,15 @@ def head(tmp_path):
 
 
 def _runtime_env(tmp_path: Path) -> Path:
-    """The shipped runtime_env, its install step replaced by the local source (no index here)."""
+    """The shipped runtime_env, its install step replaced by the local source (no index here).
+
+    The uploaded working_dir (this tree) is on the job's PYTHONPATH, so the job runs this
+    source; the pip step itself (which would clone this 4 GB venv first) is checked without
+    Ray in test_runtime_env_pip_spec_installs_the_uploaded_source_tree.
+    """
     env = yaml.safe_load((ROOT / "jobs" / "runtime" / "runtime_env.yaml").read_text())
-    pkgs = env["pip"]["packages"]
-    assert pkgs == ["${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}[vllm,s3]"], pkgs  # what users get
-    env["pip"] = {"packages": ["${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}"],
-                  "pip_install_options": ["--no-deps", "--no-build-isolation", "--no-index",
-                                          "--disable-pip-version-check"]}
+    assert env["pip"]["packages"] == [PIP_SPEC], env["pip"]  # what users get
+    del env["pip"]
     path = tmp_path / "runtime_env.yaml"
     path.write_text(yaml.safe_dump(env))
     return path
@@ -148,6 +151,7 @@ def _submit(url: str, runtime_env: Path, job: Path, sid: str, *extra: str) -> tu
     return str(status.value if isinstance(status, JobStatus) else status), logs
 
 
+@needs_netns
 @pytest.mark.timeout(900)
 def test_ray_job_submit_with_shipped_runtime_env_succeeds_and_writes_where_output_says(tmp_path, head):
     t0 = time.monotonic()
@@ -160,6 +164,7 @@ def test_ray_job_submit_with_shipped_runtime_env_succeeds_and_writes_where_outpu
     assert "conflict" not in logs
     run = out / "rayjobs-1"
     assert f"run folder: {run}" in logs
+    assert "working_dir_files" in logs.split(" from ", 1)[1].splitlines()[0], logs[:2000]  # the uploaded source ran
     quads = pd.read_parquet(run / "quadrants")
     assert dict(zip(quads["sample_id"], quads["quadrant"])) == planted and quads["complete"].all()
     assert (run / "summary.parquet").is_file() and (run / "report.html").is_file()
@@ -173,3 +178,22 @@ def test_ray_job_submit_with_shipped_runtime_env_succeeds_and_writes_where_outpu
     assert not (ROOT / "runs-relative").exists()
     print(f"\n[ray jobs] submit -> SUCCEEDED in {ok_s:.1f}s; relative output refused; "
           f"total {time.monotonic() - t0:.1f}s")
+
+
+def test_runtime_env_pip_spec_installs_the_uploaded_source_tree(tmp_path):
+    """What Ray's pip step does with the shipped spec: pip expands the variable in its requirements file."""
+    src = tmp_path / "working_dir"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "vlm_eval", src / "vlm_eval", ignore=shutil.ignore_patterns("__pycache__"))
+    req = tmp_path / "requirements.txt"
+    req.write_text(PIP_SPEC + "\n")
+    target = tmp_path / "site"
+    env = dict(os.environ, RAY_RUNTIME_ENV_CREATE_WORKING_DIR=str(src), PIP_DISABLE_PIP_VERSION_CHECK="1")
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                          "--target", str(target), "-r", str(req)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert (target / "vlm_eval" / "cli.py").is_file()
+    assert [p.name for p in target.glob("vlm_eval-*.dist-info")], list(target.iterdir())
