@@ -127,3 +127,49 @@ def test_cli_compare(runs, tmp_path, capsys):
     assert "two configurations" in err and "Traceback" not in err
     assert main(["compare", runs[0], str(tmp_path / "nope")]) == 2
     assert "vlm-eval reduce" in capsys.readouterr().err
+
+
+def _run_with(root, image_prefix: str, taxonomy=None) -> str:
+    samples = [dict(sample(f"s{i}", patient=f"p{i}", dataset=DS), image_uri=f"{image_prefix}/s{i}.png") for i in range(10)]
+    run = write_run(root, samples, {"m": _rows(RUN_A)})
+    reduce_run(run, taxonomy=taxonomy, n_boot=50, seed=0)
+    return run
+
+
+def test_compare_pairs_samples_by_content_not_by_sample_id(tmp_path):
+    # two manifests with the same dataset name and sample ids, but other images: not the same samples
+    a = _run_with(tmp_path / "site-a", "/data/site-a")
+    b = _run_with(tmp_path / "site-b", "/data/site-b")
+    same = _run_with(tmp_path / "site-a-again", "/data/site-a")
+    ra, rb, rs = map(load_run, (a, b, same))
+    for r, lab in zip((ra, rb, rs), "ABS"):
+        r.label = lab
+    assert paired_table([ra, rb], n_boot=20).empty
+    counts, moved = migration([ra, rb])
+    assert moved.empty and set(counts["quadrant_from"]) | set(counts["quadrant_to"]) >= {"absent"}
+    assert int(counts.loc[counts["quadrant_from"] == "absent", "n"].sum()) == 10
+    assert paired_table([ra, rs], n_boot=20)["n"].tolist() == [10]  # same content: paired
+    text = compare_runs([a, b], n_boot=20)
+    assert "WARNING: 10 samples of site-a and site-b share dataset and sample_id but not image_uri" in text
+
+
+def test_compare_runs_with_different_taxonomies_say_so_and_are_not_paired(tmp_path):
+    from vlm_eval.config import TaxonomyConfig
+
+    a = _run_with(tmp_path / "orig", "/data/x")
+    b = _run_with(tmp_path / "any", "/data/x", taxonomy=TaxonomyConfig(reliance="any"))
+    out = str(tmp_path / "cmp")
+    text = compare_runs([a, b], output=out, n_boot=20)
+    assert "WARNING: runs were reduced with different taxonomies (orig: ablation=text_only, reliance=original; " \
+           "any: ablation=text_only, reliance=any)" in text
+    assert "Quadrant migration" not in text and "(no two comparable configurations share complete samples)" in text
+    doc = json.loads(open(os.path.join(out, "comparison.json")).read())
+    assert doc["paired"] == [] and doc["migration_counts"] == [] and "different taxonomies" in doc["warnings"][0]
+    page = open(os.path.join(out, "comparison.html"), encoding="utf-8").read()
+    assert '<p class="warn"><b>Warning:</b> runs were reduced with different taxonomies' in page
+
+
+def test_compare_model_named_007_stays_a_string(tmp_path):
+    a = _run(tmp_path / "a", {"007": RUN_A, "7": RUN_B})
+    text = compare_runs([a], n_boot=20)
+    assert "t-1:007" in text and "t-1:7" in text

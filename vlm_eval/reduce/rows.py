@@ -65,6 +65,7 @@ def usable(preds: pd.DataFrame) -> pd.Series:
 
 
 def _missing(v) -> bool:
+    """Null or NaN (not ``values.is_missing``: an empty error string is still an error)."""
     return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
 
 
