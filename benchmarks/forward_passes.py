@@ -49,18 +49,21 @@ def mimic_like_samples(n_images: int, n_variants: int = 6):
     return pd.DataFrame(rows)
 
 
-def unit_counts(units, ablations) -> dict:
+def unit_counts(plan, samples_file: str, ablations) -> dict:
     """Prompts and distinct image encodings actually sent, from the planned units."""
-    from vlm_eval.schema import IMAGE_FREE_ABLATIONS
+    import json
 
-    image_dep = [a for a in ablations if a not in IMAGE_FREE_ABLATIONS]
+    from vlm_eval.conditions import image_conditions
+    from vlm_eval.pipeline.units import read_rows
+
+    image_dep = [c.name for c in image_conditions(ablations) if c.name != "image"]
     prompts = encodings = 0
-    for u in units:
-        if u.kind == "text":
-            prompts += len(u.items)
+    for u in plan.units.to_pylist():
+        if u["kind"] == "text":
+            prompts += len(json.loads(u["items"]))
             continue
         uuids = set()
-        for it in u.items:
+        for it in read_rows(samples_file, u["start"], u["end"]).to_pylist():
             n = len(it["prompts"])
             prompts += n * (1 + len(image_dep))
             uuids.add(it["image_uri"])
@@ -69,6 +72,18 @@ def unit_counts(units, ablations) -> dict:
                 uuids.add("blank" if a == "blank" else f"{a}:{it['sample_id']}")
         encodings += len(uuids)
     return {"prompts": prompts, "encodings": encodings}
+
+
+def write_samples(samples: pd.DataFrame, path: str) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlm_eval.pipeline.units import ROW_GROUP_ROWS, sort_image_major
+    from vlm_eval.schema import SAMPLES, conform
+
+    table = sort_image_major(conform(pa.Table.from_pandas(samples, preserve_index=False), SAMPLES))
+    pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS)
+    return path
 
 
 def main() -> None:
@@ -81,8 +96,10 @@ def main() -> None:
     C.print_machine(m)
 
     from vlm_eval.config import DEFAULT_SYSTEM
-    from vlm_eval.pipeline.plan import distinct_text_prompts, forward_passes, plan_units
-    from vlm_eval.schema import IMAGE_FREE_ABLATIONS
+    import tempfile
+
+    from vlm_eval.conditions import IMAGE_FREE_NAMES as IMAGE_FREE_ABLATIONS
+    from vlm_eval.pipeline.plan import forward_passes, plan_units, unit_prompt_cap
 
     n_images = args.images or (1000 if args.quick else 20000)
     shapes = [
@@ -94,14 +111,17 @@ def main() -> None:
     samples = mimic_like_samples(n_images)
     print(f"built {len(samples):,} samples ({n_images:,} images x {N_FINDINGS} findings x 6 variants) "
           f"in {time.perf_counter() - t0:.1f} s")
-    n_distinct = len(distinct_text_prompts(samples, DEFAULT_SYSTEM))
+    samples_file = write_samples(samples, os.path.join(tempfile.mkdtemp(prefix="fp-bench-"), "samples.parquet"))
+    n_distinct = len({p for ps in samples["prompts"] for p in ps})
     rows = []
     for name, ablations in shapes:
         t0 = time.perf_counter()
-        fp = forward_passes(samples, DEFAULT_SYSTEM, ablations)
-        units = plan_units(samples, DEFAULT_SYSTEM, ablations, args.batch_size)
+        plan = plan_units(samples_file, DEFAULT_SYSTEM, ablations, args.batch_size,
+                          unit_prompt_cap(args.batch_size, 6, ablations))
+        fp = forward_passes(plan, ablations)
+        units = plan.ids()
         plan_s = time.perf_counter() - t0
-        uc = unit_counts(units, ablations)
+        uc = unit_counts(plan, samples_file, ablations)
         assert uc["prompts"] == fp["planned"], (uc, fp)  # the units send exactly what forward_passes says
         n_var = int(samples["prompts"].map(len).sum())
         image_conditions = 1 + len([a for a in ablations if a not in IMAGE_FREE_ABLATIONS])

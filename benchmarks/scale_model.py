@@ -42,7 +42,7 @@ def measure_image_path(n: int = 6) -> dict:
     from PIL import Image
 
     from vlm_eval.datasets.images import load_image
-    from vlm_eval.pipeline.actors import _decode, _encode_for_transport
+    from vlm_eval.pipeline.loader import decode as _decode, encode_for_transport as _encode_for_transport
 
     rng = np.random.default_rng(0)
     d = tempfile.mkdtemp(prefix="vlm-eval-scale-")
@@ -86,7 +86,7 @@ def measure_cache(n: int = 200_000) -> dict:
     keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)]
     t = pa.table({"cache_key": keys, "logprob_yes": rng.normal(size=n), "logprob_no": rng.normal(size=n),
                   "other_mass": rng.uniform(size=n)}, schema=cache.CACHE_SCHEMA)
-    write_parquet_atomic(t, os.path.join(d, "model=k", "part.parquet"))
+    write_parquet_atomic(t, os.path.join(d, "model=k", "part=00", "part.parquet"))
     del keys, t
     gc.collect()
     rss0 = _rss_bytes()
