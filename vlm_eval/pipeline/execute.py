@@ -106,7 +106,8 @@ def score_model(job: Job, model: ModelConfig, plan: Plan, run_url: str, progress
     ds = ds.map_batches(
         ScoringActor,
         fn_constructor_kwargs={"model": model.model_dump(), "run_url": run_url, "system": job.prompts.system,
-                               "ablations": job.ablations, "cache_url": cache_url, "run_id": run_id, "attempt": attempt},
+                               "ablations": job.ablations, "cache_url": cache_url, "run_id": run_id,
+                               "attempt": attempt},
         batch_size=1,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=res.actors),

@@ -90,7 +90,8 @@ def _lookup(specs: list[dict], cache_url: str | None, mkey: str, system: str | N
 
 
 def load_unit(row: dict[str, Any], *, samples_file: str, model: dict, system: str | None,
-              ablations: list[str], max_image_side: int, cache_url: str | None, cache_token: str = "") -> dict[str, Any]:
+              ablations: list[str], max_image_side: int, cache_url: str | None,
+              cache_token: str = "") -> dict[str, Any]:
     from vlm_eval.datasets.images import ImageLoadError, load_image
     from vlm_eval.pipeline.units import read_rows
     from vlm_eval.prompts import prompt_id
