@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,8 +105,16 @@ def test_loopback_demo_listens_on_loopback_only_and_leaks_no_url_credentials(tmp
         for path in root.rglob("*"):
             if path.is_file() and not path.is_symlink():
                 assert SECRET.encode() not in path.read_bytes(), f"credentials written to {path}"
-    # Quiet console by default: no Ray warnings / worker log lines.
-    assert "(raylet)" not in log and "core_worker" not in log and "Progress bars" not in log, log[-3000:]
+    # Quiet console by default: no Ray warnings, worker log lines, progress bars or auth notices. One
+    # C++ error-level line of the driver's core worker is known and allowed: Ray logs it for every
+    # Ray Data actor pool (constructor arguments in the object store, ray#53727); only
+    # RAY_BACKEND_LOG_LEVEL=fatal hides it, which would also empty Ray's own log files.
+    ray_lines = [ln for ln in log.splitlines()
+                 if re.match(r"^\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d", ln) or ln.startswith("(") or "ray." in ln.lower()
+                 or "Progress bars" in ln or "auth" in ln.lower()]
+    unexpected = [ln for ln in ray_lines if "has constructor arguments in the object store" not in ln]
+    assert not unexpected, "\n".join(unexpected)[-3000:]
+    assert "units 2/2 (100.0%)" in log and "req/s" in log  # our own progress lines are there
 
 
 def test_loopback_env_is_set_before_ray_is_imported(monkeypatch):
