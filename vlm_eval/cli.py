@@ -2,6 +2,8 @@
 
 Exit status: 0 success, 2 bad job file / arguments (one message, every problem),
 1 anything else. User errors never print a traceback (``--debug`` shows one).
+Nothing printed here (messages, log records) carries URL credentials or secret values:
+everything passes ``provenance.redact_text``.
 """
 from __future__ import annotations
 
@@ -11,14 +13,41 @@ import os
 import sys
 
 from vlm_eval.errors import JobFailedError, UserError, VlmEvalError
+from vlm_eval.provenance import redact_text
 
 log = logging.getLogger("vlm_eval")
 
 
-def _progress(model: str, done: int, total: int) -> None:
+def _plain_progress(event: dict) -> None:
+    """Fallback printer of pipeline progress events (when vlm_eval.progress is unavailable)."""
+    done, total = int(event.get("units_done", 0)), int(event.get("units_total", 0))
     step = max(1, total // 10)
     if done == total or done % step == 0:
-        print(f"  [{model}] units {done}/{total}", flush=True)
+        print(f"  [{event.get('model', '?')}] units {done}/{total}", flush=True)
+
+
+def _progress_callback():
+    """(callback, close): the console display of vlm_eval.progress if present, else plain lines."""
+    try:
+        from vlm_eval import progress as display
+    except ImportError:
+        return _plain_progress, lambda: None
+    factory = getattr(display, "console_progress", None) or getattr(display, "ProgressDisplay", None)
+    if factory is None:
+        return _plain_progress, lambda: None
+    callback = factory()
+    return callback, getattr(callback, "close", lambda: None)
+
+
+def _require_run(run_url: str) -> None:
+    """Refuse a folder that is not a run (no run.json), before anything is written there."""
+    from vlm_eval import storage
+    from vlm_eval.layout import RunLayout
+
+    if not storage.exists(RunLayout(run_url).run_json):
+        where = "does not exist" if not storage.exists(run_url) else "has no run.json"
+        raise UserError(f"{run_url} is not a vlm-eval run folder ({where}); give the folder of a run "
+                        "(OUTPUT/RUN_ID, the one holding run.json)")
 
 
 def _print_summary(summary) -> None:
@@ -36,7 +65,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     job = load_job(args.job, args.set or [])
     print(f"vlm-eval: running job {job.name!r} ({len(job.models)} model(s))", flush=True)
-    result = run_job(job, progress=_progress)
+    progress, close = _progress_callback()
+    try:
+        result = run_job(job, progress=progress)
+    finally:
+        close()
     _print_summary(result.summary)
     print(f"run folder: {result.run_url}")
     return 0
@@ -45,6 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_reduce(args: argparse.Namespace) -> int:
     from vlm_eval.reduce import reduce_run
 
+    _require_run(args.run_url)
     counts = reduce_run(args.run_url)
     print(f"reduced {args.run_url}: {counts}")
     return 0
@@ -53,6 +87,7 @@ def cmd_reduce(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from vlm_eval.report import write_report
 
+    _require_run(args.run_url)
     print(f"report: {write_report(args.run_url)}")
     return 0
 
@@ -73,11 +108,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from vlm_eval.demo import run_demo
 
-    result = run_demo(output=args.output, n_samples=args.samples, progress=_progress)
+    progress, close = _progress_callback()
+    try:
+        result = run_demo(output=args.output, n_samples=args.samples, progress=progress)
+    finally:
+        close()
     _print_summary(result.summary)
     print(f"demo run folder: {result.run_url}")
     print(f"open the report: {result.run_url.rstrip('/')}/report.html")
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from vlm_eval.status import main as status_main  # H-ops's module; imported only when asked
+
+    return int(status_main(args.run_url) or 0)
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -118,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--samples", type=int, default=48, help="number of synthetic samples")
     r.set_defaults(func=cmd_demo)
 
+    r = sub.add_parser("status", help="state of a run (running, finished, failed), progress per model, ETA")
+    r.add_argument("run_url")
+    r.set_defaults(func=cmd_status)
+
     r = sub.add_parser("datasets", help="list dataset adapters and their options")
     r.set_defaults(func=cmd_datasets)
     return p
@@ -128,19 +177,38 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RedactingFilter())
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"vlm-eval: error: {exc}", file=sys.stderr)
+        print(redact_text(f"vlm-eval: error: {exc}"), file=sys.stderr)
         return 2
     except JobFailedError as exc:
-        print(f"vlm-eval: run failed: {exc}", file=sys.stderr)
+        print(redact_text(f"vlm-eval: run failed: {exc}"), file=sys.stderr)
         return 1
     except (VlmEvalError, Exception) as exc:  # noqa: BLE001 - last-resort message
         if args.debug or os.environ.get("VLM_EVAL_DEBUG"):
             raise
-        print(f"vlm-eval: failed: {type(exc).__name__}: {exc}\n(run with --debug for a traceback)", file=sys.stderr)
+        print(redact_text(f"vlm-eval: failed: {type(exc).__name__}: {exc}\n(run with --debug for a traceback)"),
+              file=sys.stderr)
         return 1
+
+
+class _RedactingFilter(logging.Filter):
+    """Log records leave without URL credentials or secret values (exception text included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string: let logging report it
+            return True
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args = redact_text(message), ()
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -115,6 +116,13 @@ def _kind_names(exc: BaseException) -> set[str]:
     return {cls.__name__ for e in _chain(exc) for cls in type(e).__mro__}
 
 
+def _fileno(f) -> int | None:
+    try:
+        return f.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return None
+
+
 def _read(uri: str, max_bytes: int) -> bytes:
     from vlm_eval import storage
 
@@ -122,7 +130,13 @@ def _read(uri: str, max_bytes: int) -> bytes:
         raise ImageLoadError("bad_path", f"{uri!r}: the image path contains a NUL byte; fix the manifest row")
     try:
         with storage.open_input(uri, "image") as f:
-            data = f.read(max_bytes + 1)  # no separate stat: one request per object store read
+            fd = _fileno(f)
+            if fd is not None:  # local: the size is known, and read(n) would allocate n bytes up front
+                if os.fstat(fd).st_size > max_bytes:
+                    raise ImageLoadError("too_large", f"{uri}: file is over the {max_bytes}-byte limit")
+                data = f.read()
+            else:
+                data = f.read(max_bytes + 1)  # no separate stat: one request per object store read
         if len(data) > max_bytes:
             raise ImageLoadError("too_large", f"{uri}: file is over the {max_bytes}-byte limit")
         return data

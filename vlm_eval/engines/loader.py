@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from vlm_eval.engines.base import Engine
-from vlm_eval.errors import EngineError
+from vlm_eval.errors import EngineError, UserError
 from vlm_eval.registry import resolve
 
 BUILTIN_ENGINES: dict[str, str] = {
@@ -14,6 +14,17 @@ BUILTIN_ENGINES: dict[str, str] = {
     # LLaVA checkpoints in the original LLaVA code's layout (LLaVA-Rad): see llava_original.py
     "llava_original": "vlm_eval.engines.llava_original:LlavaOriginalEngine",
 }
+
+
+def check_engine(spec: str) -> None:
+    """Refuse, at job validation (before Ray starts), an engine that cannot be built:
+    an unknown name, or a plug-in whose module does not import or lacks the factory.
+    Built-ins are not imported here (vLLM is heavy; its absence is reported by the engine)."""
+    if spec in BUILTIN_ENGINES:
+        return
+    factory = resolve(spec, "engine", BUILTIN_ENGINES)
+    if not callable(factory):
+        raise UserError(f"engine plug-in {spec!r} names a {type(factory).__name__}, not a callable factory")
 
 
 def load_engine(model: Mapping[str, Any]) -> Engine:
