@@ -274,7 +274,7 @@ def _decode_dicom(data: bytes, uri: str, max_side: int, max_decode_bytes: int) -
         import pydicom
     except ImportError:
         raise ImageLoadError(
-            "unsupported", f"{uri}: DICOM needs pydicom: pip install pydicom (or pip install 'vlm-eval[dicom]')"
+            "unsupported", f"{uri}: DICOM needs pydicom: pip install pydicom (or, in a checkout of this project: pip install '.[dicom]')"
         ) from None
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)

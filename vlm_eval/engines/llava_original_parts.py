@@ -84,7 +84,7 @@ def _imports():
         import timm  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError("open-clip-torch and timm (the llava_original engine's vision tower)",
-                                     "pip install 'vlm-eval[llava]'") from exc
+                                     "pip install open-clip-torch timm peft  (or, in a checkout of this project: pip install '.[llava]')") from exc
 
 
 def load_open_clip_state(path: str, trusted: bool = False) -> dict:
