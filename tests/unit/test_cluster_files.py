@@ -253,7 +253,8 @@ def test_runtime_env_example_and_submit_entry():
 # --- installing: never this project's name from the package index (#14.2) ---------------
 OUR_NAMES = {"vlm-eval", "vlm_eval", "vlm.eval"}
 INSTALL_DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), DOCKERFILE, ROOT / "Makefile",
-                *sorted((ROOT / "scripts").glob("*.sh")), *sorted(CLUSTER.glob("*.sh"))]
+                *sorted((ROOT / "scripts").glob("*.sh")), *sorted(CLUSTER.glob("*.sh")),
+                *sorted((ROOT / "vlm_eval").rglob("*.py"))]  # install hints in error messages too
 
 
 def _requirement_name(token: str) -> str | None:
