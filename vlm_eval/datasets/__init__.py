@@ -31,6 +31,7 @@ from vlm_eval.config import DatasetConfig, PromptsConfig
 from vlm_eval.datasets.base import ERROR_COLUMNS, PARAPHRASES, SAMPLE_COLUMNS, SampleSet, empty_errors
 from vlm_eval.registry import resolve
 from vlm_eval.schema import SAMPLES
+from vlm_eval.values import is_missing
 
 ADAPTERS: dict[str, str] = {
     "manifest": "vlm_eval.datasets.manifest:ManifestAdapter",
@@ -73,8 +74,7 @@ def describe_adapters() -> str:
 # ---------------------------------------------------------------- helpers
 
 
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
+_missing = is_missing  # the one missing-value rule (vlm_eval.values; H-input's import switch)
 
 
 def _error_rows(frame: pd.DataFrame, error_type: str, message_fn) -> pd.DataFrame:

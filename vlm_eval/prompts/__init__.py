@@ -33,6 +33,7 @@ from vlm_eval.prompts.sets import (
     normalise_finding,
     normalise_question,
 )
+from vlm_eval.values import is_missing
 
 __all__ = [
     "FindingPrompts", "PromptSet", "builtin_sets", "expand", "load_prompt_set",
@@ -46,12 +47,7 @@ def prompt_id(system: str | None, prompt: str) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and value != value:
-        return True
-    return isinstance(value, str) and value.strip() == ""
+_is_missing = is_missing  # the one missing-value rule (vlm_eval.values; H-input's import switch)
 
 
 def _given_paraphrases(value: Any) -> list[str] | None:
