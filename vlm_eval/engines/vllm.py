@@ -43,11 +43,11 @@ from typing import Any, Mapping
 
 from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text, score_one_by_one
 from vlm_eval.engines.model_paths import localize
-from vlm_eval.engines.vllm_models import (SUPPORTED_ARCHITECTURES, check_architecture, lora_id,
-                                         lora_modules_outside_language_model, vllm_lora_rank)
+from vlm_eval.engines.vllm_models import (SUPPORTED_ARCHITECTURES, check_architecture, check_lora_targets, lora_id,
+                                         vllm_lora_rank)
 from vlm_eval.engines.vllm_stats import CacheCounters, MultimodalCacheCounter
 from vlm_eval.engines.prompting import answer_token_ids, check_processor, option_logprobs, render_prompt
-from vlm_eval.errors import EngineError, InputError, MissingDependencyError, UnsupportedModelError, UserError
+from vlm_eval.errors import EngineError, InputError, MissingDependencyError, UserError
 
 __all__ = ["VLLMEngine", "SUPPORTED_ARCHITECTURES", "check_architecture"]
 
@@ -110,13 +110,8 @@ class VLLMEngine:
         if self.lora_path and not os.path.isfile(os.path.join(self.lora_path, "adapter_config.json")):
             raise InputError(f"model {self.name!r}: lora folder {model['lora']!r} has no adapter_config.json "
                              "(expected a PEFT LoRA adapter)")
-        outside = lora_modules_outside_language_model(self.lora_path) if self.lora_path else []
-        if outside and not opts.get("enable_tower_connector_lora"):
-            raise UnsupportedModelError(
-                f"model {self.name!r}: lora {model['lora']!r} adapts {len(outside)} module(s) outside the language "
-                f"model (e.g. {outside[0]}), which vLLM would silently skip, scoring a different model than "
-                "transformers + PEFT. Retrain with PEFT exclude_modules for the vision tower (or target the language "
-                "model's modules by full name), or use engine 'transformers'")
+        if self.lora_path and not opts.get("enable_tower_connector_lora"):
+            check_lora_targets(self.lora_path, f"model {self.name!r}: lora {model['lora']!r}")
 
         if _shared is not None:  # another entry of the same model on the same LLM
             self.local_path = _shared.local_path

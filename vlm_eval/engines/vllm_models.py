@@ -94,6 +94,17 @@ def lora_modules_outside_language_model(adapter: str) -> list[str]:
     return sorted(m for m in mods if any(part in m.split(".") for part in _NON_LM_PARTS))
 
 
+def check_lora_targets(adapter: str, what: str) -> None:
+    """UnsupportedModelError if the adapter adapts modules vLLM would silently skip."""
+    outside = lora_modules_outside_language_model(adapter)
+    if outside:
+        raise UnsupportedModelError(
+            f"{what} adapts {len(outside)} module(s) outside the language model (e.g. {outside[0]}), which vLLM "
+            "would silently skip, scoring a different model than transformers + PEFT. Retrain with PEFT "
+            "exclude_modules for the vision tower (or target the language model's modules by full name), "
+            "or use engine 'transformers'")
+
+
 def lora_id(name: str, path: str) -> int:
     """A stable, positive LoRA id per (entry name, adapter path)."""
     return (zlib.crc32(f"{name}\0{path}".encode()) & 0x7FFFFFFF) or 1
