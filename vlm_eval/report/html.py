@@ -253,26 +253,32 @@ def answer_section(top: pd.DataFrame) -> str:
     return "<h2>The answer</h2>" + note + svg.legend() + f'<div class="answers">{"".join(cards)}</div>'
 
 
+def _engine_stats(c: dict) -> dict:
+    stats = c.get("engine_cache_stats", c.get("cache_stats"))
+    return stats if isinstance(stats, dict) else {}
+
+
 def run_section(info: dict) -> str:
     """Per-model work counts from run.json: units, requests scored / cached, engine cache hit rates."""
     models = ((info.get("counts") or {}).get("models") or {}) if isinstance(info.get("counts"), dict) else {}
+    models = {k: v for k, v in models.items() if isinstance(v, dict)}
     if not models:
         return ""
-    extra = sorted({k for c in models.values() if isinstance(c, dict)
-                    for k in (c.get("cache_stats") or {}) if isinstance(c.get("cache_stats"), dict)})
-    headers = ["model", "units", "units skipped", "requests scored", "requests cached", "cache hit rate",
-               "seconds"] + extra
+    extra = sorted({k for c in models.values() for k in _engine_stats(c)})
+    headers = ["model", "units", "units skipped", "requests scored", "requests cached", "prediction cache hits",
+               "images fetched", "seconds"] + [k.replace("_", " ") for k in extra]
     rows = []
     for name, c in sorted(models.items()):
-        if not isinstance(c, dict):
-            continue
         scored, cached = c.get("requests_scored") or 0, c.get("requests_cached") or 0
-        stats = c.get("cache_stats") if isinstance(c.get("cache_stats"), dict) else {}
+        stats = _engine_stats(c)
         rows.append([esc(name), _num(c.get("units"), digits=0), _num(c.get("units_skipped"), digits=0),
                      _num(scored, digits=0), _num(cached, digits=0),
-                     _num(cached / (scored + cached), True) if scored + cached else "–", _num(c.get("seconds"), digits=1)]
-                    + [_num(stats.get(k)) for k in extra])
-    return "<h2>Work done</h2>" + _table(headers, rows)
+                     _num(cached / (scored + cached), True) if scored + cached else "–",
+                     _num(c.get("images_fetched"), digits=0), _num(c.get("seconds"), digits=1)]
+                    + [_num(stats.get(k), "rate" in k) for k in extra])
+    note = ('<p class="note">Prediction cache hits: requests answered from the run\'s prediction cache (no engine '
+            "call). Engine columns (e.g. prefix / encoder cache hit rates) are the engines' own figures.</p>")
+    return "<h2>Work done</h2>" + note + _table(headers, rows)
 
 
 def report_html(info: dict, summary: pd.DataFrame, doc: dict, quad: pd.DataFrame, errs: pd.DataFrame) -> str:

@@ -134,3 +134,15 @@ def test_report_of_a_run_in_flight_says_so(run):
     storage.write_json_atomic(dict(info, status="running"), f"{run}/run.json")
     text = open(write_report(run), encoding="utf-8").read()
     assert "status: <b>running</b>" in text and "still in flight" in text
+
+
+def test_report_shows_work_and_cache_counts_from_run_json(run):
+    info = storage.read_json(f"{run}/run.json")
+    info["counts"] = {"models": {"good": {"units": 12, "units_skipped": 2, "requests_scored": 300,
+                                          "requests_cached": 100, "images_fetched": 40, "seconds": 9.5,
+                                          "engine_cache_stats": {"prefix_cache_hit_rate": 0.625,
+                                                                 "vision_encoder_passes": 40}}}}
+    storage.write_json_atomic(info, f"{run}/run.json")
+    text = open(write_report(run), encoding="utf-8").read()
+    work = text[text.index("<h2>Work done</h2>"):text.index("<h2>Provenance</h2>")]
+    assert ">25.0%<" in work and ">62.5%<" in work and "prefix cache hit rate" in work and ">40<" in work
