@@ -131,6 +131,7 @@ def main() -> None:
         print("vLLM engine: SKIPPED (import vllm not available here; run with .venv/bin/python)")
     import torch
 
+    from vlm_eval.engines.base import ANSWER_OPTIONS
     from vlm_eval.models.tiny import ensure_demo_model
 
     if args.device == "cpu":
@@ -178,7 +179,8 @@ def main() -> None:
 
         def max_diff(res, image: bool | None):
             flat = [r for u in units for r in u]
-            d = [abs(a.logprobs["Yes"] - b.logprobs["Yes"]) for q, a, b in zip(flat, res, naive_res)
+            yes = ANSWER_OPTIONS[0]
+            d = [abs(a.logprobs[yes] - b.logprobs[yes]) for q, a, b in zip(flat, res, naive_res)
                  if not a.error and not b.error and (image is None or (q.image is not None) == image)]
             return max(d) if d else float("nan")
 

@@ -14,12 +14,20 @@ from safetensors import safe_open  # noqa: E402
 from vlm_eval.models import ARCHITECTURES, build_tiny_model, ensure_demo_model  # noqa: E402
 from vlm_eval.models.tiny import MARKER_FILE  # noqa: E402
 
-ANSWERS = ["Yes", "No", " yes", " no", "yes", "no", " Yes", " No"]
+from vlm_eval.engines.base import ANSWER_OPTIONS, option_spellings  # noqa: E402
+from vlm_eval.models.tiny_common import ANSWER_SPELLINGS  # noqa: E402
+
+# every spelling the engines read for the answer options (the tokenizers make each one token)
+ANSWERS = [s for option in ANSWER_OPTIONS for s in option_spellings(option)]
 EXPECTED_CLASSES = {
     "gemma3": ("Gemma3ForConditionalGeneration", "Gemma3Processor"),
     "llava": ("LlavaForConditionalGeneration", "LlavaProcessor"),
     "idefics3": ("Idefics3ForConditionalGeneration", "Idefics3Processor"),
 }
+
+
+def test_tiny_tokenizers_cover_every_answer_spelling():
+    assert sorted(ANSWER_SPELLINGS) == sorted(ANSWERS)
 
 
 @pytest.fixture(scope="module")
