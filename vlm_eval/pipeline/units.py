@@ -73,20 +73,34 @@ class Plan:
         return self.units["unit_id"].to_pylist()
 
 
-def _feed_strings(h, arr: pa.Array) -> None:
-    """Hash a string array slice: its value lengths and bytes (position independent)."""
-    if arr.null_count:
-        arr = pc.fill_null(arr, "")
-    bufs = arr.buffers()
-    offs = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
-    h.update(np.diff(offs).astype(np.int64).tobytes())
-    if bufs[2] is not None and len(offs):
-        h.update(memoryview(bufs[2])[offs[0]:offs[-1]])
+class _Strings:
+    """A string column of one record batch, viewed once, hashed by row ranges."""
+
+    def __init__(self, arr: pa.Array):
+        if arr.null_count:
+            arr = pc.fill_null(arr, "")
+        bufs = arr.buffers()
+        self.offs = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
+        self.lens = np.diff(self.offs).astype(np.int64)
+        self.data = memoryview(bufs[2]) if bufs[2] is not None else memoryview(b"")
+
+    def feed(self, h, a: int, b: int) -> None:
+        """Hash rows [a, b): their value lengths and bytes (position independent)."""
+        h.update(self.lens[a:b].tobytes())
+        h.update(self.data[self.offs[a]:self.offs[b]])
 
 
-def _feed_lists(h, arr: pa.Array) -> None:
-    h.update(pc.fill_null(pc.list_value_length(arr), 0).to_numpy().astype(np.int64).tobytes())
-    _feed_strings(h, arr.flatten())
+class _Lists:
+    """A list<string> column of one record batch (the prompts)."""
+
+    def __init__(self, arr: pa.Array):
+        self.loffs = arr.offsets.to_numpy().astype(np.int64)
+        self.lens = np.diff(self.loffs)
+        self.values = _Strings(arr.values)
+
+    def feed(self, h, a: int, b: int) -> None:
+        h.update(self.lens[a:b].tobytes())
+        self.values.feed(h, int(self.loffs[a]), int(self.loffs[b]))
 
 
 def _open(samples_file: str):
@@ -165,12 +179,12 @@ def plan_units(samples_file: str, system: str | None, ablations: list[str], batc
     ui, row = 0, 0
     for batch in _scan(samples_file, UNIT_COLUMNS):
         b0, b1 = row, row + batch.num_rows
+        cols = [_Strings(batch.column(n)) for n in ("sample_id", "image_uri", "swap_image_uri")]
+        cols.append(_Lists(batch.column("prompts")))
         while ui < len(ranges) and ranges[ui][0] < b1:
-            s, e = max(ranges[ui][0], b0), min(ranges[ui][1], b1)
-            part = batch.slice(s - b0, e - s)
-            for name in ("sample_id", "image_uri", "swap_image_uri"):
-                _feed_strings(hashers[ui], part.column(name))
-            _feed_lists(hashers[ui], part.column("prompts"))
+            s, e = max(ranges[ui][0], b0) - b0, min(ranges[ui][1], b1) - b0
+            for col in cols:
+                col.feed(hashers[ui], s, e)
             if ranges[ui][1] > b1:
                 break  # continues in the next batch
             ui += 1
