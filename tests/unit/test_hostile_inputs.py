@@ -255,6 +255,21 @@ def test_leak_credentialed_image_url_in_manifest_is_refused_without_echo(tmp_pat
     assert SECRET not in sset.errors.to_json() and SECRET not in sset.samples.to_json()
 
 
+def test_leak_credentialed_image_url_in_a_label_dataset_is_refused(tmp_path):
+    import pandas as pd
+
+    from vlm_eval.config import DatasetConfig
+    from vlm_eval.datasets.psf_med import PsfMedAdapter
+
+    pd.DataFrame({"image_path": [f"https://alice:{SECRET}@h.example/a.jpg", "b.jpg"],
+                  "question": ["Is there edema?"] * 2, "answer": ["yes", "no"], "finding": ["Edema"] * 2,
+                  }).to_csv(tmp_path / "q.csv", index=False)
+    sset = PsfMedAdapter().load(DatasetConfig(adapter="psf_med", manifest=str(tmp_path / "q.csv"),
+                                              images=str(tmp_path)))
+    assert list(sset.errors["error_type"]) == ["credentials_in_url"] and len(sset.samples) == 1
+    assert SECRET not in sset.errors.to_json() and SECRET not in sset.samples.to_json()
+
+
 def test_leak_credentialed_url_in_job_file_exits_2_without_echo(tmp_path, capsys):
     job = _job(tmp_path, tmp_path / "m.csv", cache=f"{{url: 'http://bob:{SECRET}@cache.example/c'}}")
     assert main(["run", job, "--set", f"dataset.images=https://bob:{SECRET}@h.example/img/"]) == 2

@@ -37,6 +37,8 @@ from vlm_eval.config import DatasetConfig
 from vlm_eval.datasets import _label_common as lc
 from vlm_eval.datasets.base import PARAPHRASES, SAMPLE_COLUMNS, SampleSet
 from vlm_eval.errors import InputError
+from vlm_eval.findings import normalise_finding
+from vlm_eval.provenance import url_has_credentials
 from vlm_eval.values import is_missing
 
 NAME = "psf_med"
@@ -143,6 +145,8 @@ class PsfMedAdapter:
         bad_para = paras.isna()
         missing_req = image.isna() | get["question"].isna()
         dup = sample_id.duplicated() & ~bad_para & ~missing_req
+        # URIs go to samples/ and errors/: one with user:password@ must not (credentials come from the env)
+        cred = image.fillna("").map(url_has_credentials).astype(bool) & ~missing_req
         binary_only = opts.get("binary_only", True)
         err = [
             lc.error_rows(sample_id[bad_para], "bad_paraphrases", "paraphrases is not a (JSON) list of strings",
@@ -150,11 +154,13 @@ class PsfMedAdapter:
             lc.error_rows(sample_id[missing_req], "missing_field", "row lacks its image or question", path,
                           rows[missing_req]),
             lc.error_rows(sample_id[dup], "duplicate_question", "sample listed more than once", path, rows[dup]),
+            lc.error_rows(sample_id[cred], "credentials_in_url", "the image URL carries credentials "
+                          "(user:password@host); remove them: credentials come from the environment", path, rows[cred]),
         ]
         if not binary_only:
             err.append(lc.error_rows(sample_id[non_binary], "non_binary_answer",
                                      "answer is not yes/no: " + answer[non_binary].fillna(""), path, rows[non_binary]))
-        keep = ~(bad_para | missing_req | dup | non_binary)
+        keep = ~(bad_para | missing_req | dup | non_binary | cred)
         stats["rows_skipped_non_binary"] = int(non_binary.sum()) if binary_only else 0
         if opts.get("sources"):
             if col["source"] is None:
@@ -162,7 +168,7 @@ class PsfMedAdapter:
             in_src = get["source"].str.lower().isin({str(s).lower() for s in opts["sources"]})
             stats["rows_dropped_by_source"] = int((keep & ~in_src).sum())
             keep &= in_src
-        finding = get["finding"].str.replace("_", " ").str.replace(r"\s+", " ", regex=True).str.strip().str.lower()
+        finding = get["finding"].map(normalise_finding, na_action="ignore")  # the one finding-name rule
         img = pd.DataFrame({"image_id": image, "image_uri": lc.join_uri(cfg.images, image.fillna("")),
                             "patient_id": get["patient_id"], "study_id": get["study_id"], "view": None,
                             "split": get["split"], "_row": rows})
