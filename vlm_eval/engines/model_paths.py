@@ -12,17 +12,21 @@ import tempfile
 
 from vlm_eval import storage
 from vlm_eval.errors import InputError
+from vlm_eval.registry import resolve
 
 DEMO_MODEL = "builtin:tiny-gemma3"
 """The built-in demo model: a tiny random-weight Gemma3 built locally on first use."""
 
 
+BUILTIN_MODELS: dict[str, str] = {DEMO_MODEL: "vlm_eval.models.tiny:ensure_demo_model"}
+"""``builtin:`` model names -> the function that builds (once) and returns the model's folder.
+Named, not imported: the engines never import ``vlm_eval.models`` (README, "Where things live")."""
+
+
 def resolve_model_path(path: str | None) -> str | None:
     """Turn ``builtin:`` model names into a local folder (built on first use)."""
-    if path == DEMO_MODEL:
-        from vlm_eval.models.tiny import ensure_demo_model
-
-        return ensure_demo_model()
+    if path in BUILTIN_MODELS:
+        return resolve(path, "built-in model", BUILTIN_MODELS)()
     return path
 
 
