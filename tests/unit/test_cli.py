@@ -50,3 +50,18 @@ def test_entry_point_help_runs_without_heavy_imports():
             "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_run_progress_uses_the_console_display_and_the_fallback_reads_events(capsys):
+    from vlm_eval.cli import _plain_progress, _progress_callback
+
+    callback, close = _progress_callback()
+    try:
+        from vlm_eval.progress import ProgressDisplay
+    except ImportError:  # vlm_eval.progress not installed: the plain printer
+        assert callback is _plain_progress
+    else:
+        assert isinstance(callback, ProgressDisplay)
+    close()
+    _plain_progress({"model": "m", "units_done": 10, "units_total": 10, "requests_scored": 5})
+    assert "[m] units 10/10" in capsys.readouterr().out
