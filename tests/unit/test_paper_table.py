@@ -136,3 +136,10 @@ def test_cli_compare_writes_paper_table(runs, tmp_path, capsys):
     # Without the flag, four rows (>= 3) still print the table.
     assert main(["compare", *runs]) == 0
     assert "Paper table" in capsys.readouterr().out
+
+
+def test_unreduced_run_is_refused_with_the_fix(tmp_path):
+    from vlm_eval.errors import InputError
+
+    with pytest.raises(InputError, match="vlm-eval reduce"):
+        paper_report_for_runs([str(tmp_path / "not-a-run")])

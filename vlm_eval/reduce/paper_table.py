@@ -118,13 +118,37 @@ def paper_report(configs: pd.DataFrame, csv_path: str | None = None) -> tuple[pd
     return table, corr, text
 
 
-def paper_report_for_runs(run_urls: list[str], csv_path: str | None = None) -> tuple[pd.DataFrame, dict, str]:
-    """``paper_report`` over reduced runs (as ``vlm-eval compare`` loads them)."""
-    from vlm_eval.compare import _unique_labels, config_table, load_run
+def summary_rows(run_urls: list[str]) -> pd.DataFrame:
+    """The runs' summary rows with finding null, each with a ``run`` label (run_id, else the
+    folder name; ``#k`` appended where labels repeat). InputError for a run not yet reduced."""
+    import os
 
-    runs = [load_run(u) for u in run_urls]
-    _unique_labels(runs)
-    return paper_report(config_table(runs), csv_path)
+    from vlm_eval import storage
+    from vlm_eval.errors import InputError
+    from vlm_eval.layout import RunLayout
+    from vlm_eval.reduce.tables import run_info
+
+    frames = []
+    for url in run_urls:
+        doc_url = RunLayout(url).summary_json
+        if not storage.exists(doc_url):
+            raise InputError(f"{url} has no summary ({doc_url} not found): run `vlm-eval reduce {url}` first")
+        doc = storage.read_json(doc_url)
+        rows = pd.DataFrame.from_records(doc.get("rows") or [])
+        if rows.empty or "model" not in rows:
+            raise InputError(f"{doc_url} has no summary rows: run `vlm-eval reduce {url}` first")
+        label = str(run_info(url).get("run_id") or os.path.basename(url.rstrip("/")) or url)
+        frames.append(rows[rows["finding"].isna()].assign(run=label))
+    labels = [f["run"].iloc[0] if len(f) else "" for f in frames]
+    for k, f in enumerate(frames):
+        if labels.count(labels[k]) > 1:
+            f["run"] = f"{labels[k]}#{k + 1}"
+    return pd.concat(frames, ignore_index=True)
+
+
+def paper_report_for_runs(run_urls: list[str], csv_path: str | None = None) -> tuple[pd.DataFrame, dict, str]:
+    """``paper_report`` over reduced runs (their summary.json)."""
+    return paper_report(summary_rows(run_urls), csv_path)
 
 
 def compare_paper_text(run_urls: list[str], csv_path: str | None = None, min_rows: int = 3) -> str | None:
