@@ -143,13 +143,21 @@ def assign_swaps(samples: pd.DataFrame, seed: int = 0) -> tuple[pd.Series, dict[
 
 
 def _finalise(samples: pd.DataFrame) -> pd.DataFrame:
-    """Exactly the SAMPLES columns; text columns as object with None; prompts as list[str]."""
+    """Exactly the SAMPLES columns; text columns as object with None; prompts as list[str].
+
+    Repeated values (an image's URI for each of its findings, the finding's question and
+    prompt list, labels, ...) share one Python object: at archive scale (millions of
+    samples) one object per cell would multiply the driver's memory.
+    """
     cols: dict[str, pd.Series] = {}
     for name in SAMPLE_TABLE_COLUMNS:
+        pool: dict = {}
         if name == "prompts":
-            values = [list(map(str, p)) for p in samples["prompts"]]
-        elif name in samples:
+            values = [pool.setdefault(tuple(map(str, p)), list(map(str, p))) for p in samples["prompts"]]
+        elif name == "sample_id" and name in samples:
             values = [None if _missing(v) else str(v) for v in samples[name].tolist()]
+        elif name in samples:
+            values = [None if _missing(v) else pool.setdefault(str(v), str(v)) for v in samples[name].tolist()]
         else:
             values = [None] * len(samples)
         cols[name] = pd.Series(values, dtype="object")  # object + None: pandas 3 would infer str + NaN
