@@ -17,7 +17,7 @@ MAX_NODES = 100_000  # values visited with aliases expanded
 MAX_DEPTH = 32  # a job file nests about 5 levels
 
 
-class YamlLimitError(ValueError):
+class YamlLimitError(yaml.YAMLError, ValueError):
     """The document is too big, too deep, expands too far, or repeats a key."""
 
 

@@ -142,3 +142,12 @@ def test_reduce_and_report_refuse_a_folder_that_is_not_a_run(tmp_path, capsys, c
 def test_status_subcommand_is_wired(tmp_path, capsys):
     assert main(["status", str(tmp_path / "nothing")]) == 2
     assert str(tmp_path / "nothing") in capsys.readouterr().err
+
+
+def test_yaml_alias_bomb_as_a_prompt_set_is_refused(tmp_path):
+    from vlm_eval.errors import InputError
+    from vlm_eval.prompts.sets import load_prompt_set
+
+    (tmp_path / "bomb.yaml").write_text(BOMB)
+    with pytest.raises(InputError, match="aliases"):
+        load_prompt_set(str(tmp_path / "bomb.yaml"))

@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from vlm_eval import safe_yaml
 from vlm_eval.errors import InputError
 from vlm_eval.findings import finding_slug, normalise_finding  # the one finding-name rule (re-exported)
 
@@ -227,7 +228,7 @@ def load_prompt_set(name_or_path: str) -> PromptSet:
     if sha in _CACHE and _CACHE[sha].source == path:
         return _CACHE[sha]
     try:
-        data = yaml.load(raw.decode("utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = safe_yaml.load(raw.decode("utf-8"))  # size/alias/depth limits, duplicate keys (H-input's switch)
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InputError(f"prompt set {path} is not valid UTF-8 YAML: {exc}") from None
     pset = _parse(data, path, sha)
