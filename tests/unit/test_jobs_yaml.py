@@ -87,6 +87,10 @@ def test_paper_grid_is_five_configurations_on_two_datasets():
                 assert m.lora and m.lora.endswith(layers), (job.name, m.name, m.lora)
             if engine == "vllm":  # r = 16 adapters: vLLM must accept rank 16
                 assert m.options.get("max_lora_rank") == 16
+            else:  # every option is one the engine knows
+                from vlm_eval.engines.llava_original import KNOWN_OPTIONS
+
+                assert set(m.options) <= set(KNOWN_OPTIONS), (job.name, m.name)
     # The same adapters on both datasets.
     lora = {}
     for job in jobs:
