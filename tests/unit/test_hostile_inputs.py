@@ -86,6 +86,13 @@ def test_s3_image_without_credentials_is_a_no_credentials_error_row(no_aws_crede
     assert "AWS_ACCESS_KEY_ID" in str(err) and "s3://bucket/scan.png" in str(err)
 
 
+def test_s3_manifest_without_credentials_exits_2_naming_the_fix(no_aws_credentials, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
+    assert main(["run", _job(tmp_path, "s3://bucket/manifest.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "s3://bucket/manifest.csv" in err and "AWS_ACCESS_KEY_ID" in err and "Traceback" not in err
+
+
 def test_image_path_with_nul_byte_is_a_bad_path_error_row(tmp_path):
     err = _error(str(tmp_path / "a\x00b.png"))
     assert err.error_type == "bad_path" and "NUL" in str(err)

@@ -280,8 +280,7 @@ class ManifestAdapter:
         if unknown:
             raise InputError(f"dataset.options: unknown key(s) {unknown} for adapter 'manifest'; "
                              f"known: {sorted(self.options_doc)}")
-        fs, inner = storage.filesystem(cfg.manifest)
-        if not fs.exists(inner):
+        if not storage.exists(cfg.manifest):  # a refused object store says which credentials, exit 2
             raise InputError(f"manifest not found: {cfg.manifest}. Check dataset.manifest (a local path or URL).")
         sset = read_manifest(cfg.manifest, cfg.images, dataset=cfg.options.get("name"),
                              fmt=cfg.options.get("format"), encoding=cfg.options.get("encoding", "utf-8"))
