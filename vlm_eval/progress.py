@@ -23,22 +23,24 @@ def _num(event: dict, key: str) -> float:
         return 0.0
 
 
-def figures(event: dict, baseline_units: float = 0.0) -> dict:
+def figures(event: dict, since: tuple[float, float] | None = None) -> dict:
     """The numbers shown for one model's latest event.
 
-    ``baseline_units``: units already done when this process started watching
-    (a resumed run's committed shards), so the ETA uses this run's own pace.
+    ``since``: (units done, elapsed s) of the first event this process saw, so the ETA
+    uses the pace measured from there on (excluding engine start-up and the units a
+    resumed run had committed before). Without it: the whole run's average pace.
     """
     done, total = _num(event, "units_done"), _num(event, "units_total")
     scored, cached = _num(event, "requests_scored"), _num(event, "requests_cached")
     elapsed = _num(event, "elapsed_s")
     requests = scored + cached
-    pace_units = max(0.0, done - baseline_units)
+    d0, e0 = since if since is not None else (0.0, 0.0)
+    pace_units, pace_time = done - d0, elapsed - e0
     eta = None
     if total and done >= total:
         eta = 0.0
-    elif pace_units > 0 and elapsed > 0:
-        eta = elapsed / pace_units * (total - done)
+    elif pace_units > 0 and pace_time > 0:
+        eta = pace_time / pace_units * (total - done)
     return {
         "model": str(event.get("model", "?")), "done": int(done), "total": int(total),
         "percent": 100.0 * done / total if total else 0.0,
@@ -59,9 +61,9 @@ def format_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
-def format_line(event: dict, baseline_units: float = 0.0) -> str:
+def format_line(event: dict, since: tuple[float, float] | None = None) -> str:
     """One plain line: ``[model] units 3/7 (42.9%) | 12.5 req/s | cache hits 30 (20.0%) | errors 0 | ETA 0:00:12``."""
-    f = figures(event, baseline_units)
+    f = figures(event, since)
     return (f"[{f['model']}] units {f['done']}/{f['total']} ({f['percent']:.1f}%) | "
             f"{f['requests_per_s']:.1f} req/s | cache hits {f['cached']} ({100 * f['cache_hit_rate']:.1f}%) | "
             f"errors {f['errors']} | elapsed {format_duration(f['elapsed_s'])} | ETA {format_duration(f['eta_s'])}")
@@ -75,7 +77,7 @@ class ProgressDisplay:
         self.stream = stream or sys.stdout
         self.interval_s = interval_s
         self.style = style or self._pick_style()
-        self.baseline: dict[str, float] = {}
+        self.since: dict[str, tuple[float, float]] = {}
         self.last_print: dict[str, float] = {}
         self.finished: set[str] = set()
         self._rich = self._tqdm = None
@@ -94,9 +96,8 @@ class ProgressDisplay:
 
     def __call__(self, event: dict) -> None:
         model = str(event.get("model", "?"))
-        if model not in self.baseline:  # first event: one unit was just scored, the rest were committed before
-            done = _num(event, "units_done")
-            self.baseline[model] = max(0.0, done - 1) if _num(event, "elapsed_s") > 0 else done
+        if model not in self.since:  # the pace is measured from the first event on (start-up excluded)
+            self.since[model] = (_num(event, "units_done"), _num(event, "elapsed_s"))
         if self.style == "rich":
             self._rich_update(model, event)
         elif self.style == "tqdm":
@@ -113,10 +114,10 @@ class ProgressDisplay:
             self.last_print[model] = now
             if complete:
                 self.finished.add(model)
-            print("  " + format_line(event, self.baseline[model]), file=self.stream, flush=True)
+            print("  " + format_line(event, self.since[model]), file=self.stream, flush=True)
 
     def _postfix(self, model: str, event: dict) -> str:
-        f = figures(event, self.baseline[model])
+        f = figures(event, self.since[model])
         return (f"{f['requests_per_s']:.1f} req/s, cache {100 * f['cache_hit_rate']:.0f}%, "
                 f"errors {f['errors']}, ETA {format_duration(f['eta_s'])}")
 

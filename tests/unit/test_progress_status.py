@@ -21,8 +21,9 @@ def test_progress_figures_from_an_event():
     assert f["requests_per_s"] == pytest.approx(120 / 12.0)
     assert f["cache_hit_rate"] == pytest.approx(0.25)
     assert f["eta_s"] == pytest.approx(12.0 / 3 * 5)
-    # A resumed run: 2 units were committed before; the pace is this run's own (1 unit in 12 s).
-    assert progress.figures(_event(), baseline_units=2)["eta_s"] == pytest.approx(12.0 * 5)
+    # Pace measured from the first event seen (2 units at 10 s: start-up and earlier units excluded).
+    assert progress.figures(_event(), since=(2, 10.0))["eta_s"] == pytest.approx(2.0 * 5)
+    assert progress.figures(_event(), since=(3, 12.0))["eta_s"] is None  # nothing to measure yet
     assert progress.figures(_event(done=8))["eta_s"] == 0
     assert progress.figures(_event(done=0, elapsed=0))["eta_s"] is None
 
@@ -37,7 +38,7 @@ def test_progress_plain_lines_when_not_a_terminal_are_periodic_and_final():
     display.close()
     lines = out.getvalue().splitlines()
     assert len(lines) == 2, lines  # the first, then the final one (interval not reached in between)
-    assert "[m] units 1/8 (12.5%)" in lines[0]
+    assert "[m] units 1/8 (12.5%)" in lines[0] and "ETA ?" in lines[0]  # no pace yet after one event
     assert "units 8/8 (100.0%)" in lines[1] and "ETA 0:00:00" in lines[1]
     assert "req/s" in lines[1] and "cache hits 30 (25.0%)" in lines[1] and "errors 2" in lines[1]
 
@@ -108,3 +109,12 @@ def test_status_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert status.main(str(tmp_path / "nope")) == 2
     assert "not a vlm-eval run folder" in capsys.readouterr().err
     assert not (tmp_path / "nope").exists()
+
+
+def test_progress_eta_excludes_start_up():
+    """Engine start-up (60 s before the first unit) does not inflate the ETA: 2 s per unit after it."""
+    out = io.StringIO()
+    display = progress.ProgressDisplay(out, interval_s=0)
+    for done in range(1, 5):
+        display(_event(done=done, total=20, elapsed=60.0 + 2 * done))
+    assert out.getvalue().splitlines()[-1].endswith("ETA 0:00:32")  # 16 units left x 2 s
