@@ -18,7 +18,9 @@ DEMO_MODEL = "builtin:tiny-gemma3"
 """The built-in demo model: a tiny random-weight Gemma3 built locally on first use."""
 
 
-BUILTIN_MODELS: dict[str, str] = {DEMO_MODEL: "vlm_eval.models.tiny:ensure_demo_model"}
+BUILTIN_MODELS: dict[str, str] = {DEMO_MODEL: "vlm_eval.models.tiny:ensure_demo_model",
+                                  # tiny LLaVA trained (~1 min CPU) to take a shortcut: models/shortcut.py
+                                  "builtin:tiny-shortcut": "vlm_eval.models.shortcut:ensure_shortcut_model"}
 """``builtin:`` model names -> the function that builds (once) and returns the model's folder.
 Named, not imported: the engines never import ``vlm_eval.models`` (README, "Where things live")."""
 
