@@ -4,8 +4,9 @@ Reads the loader's rows (``loader.load_unit``: request specs, cache hits, fetche
 images, error rows) and per unit:
 
 1. renders each missing request's view with its condition (``vlm_eval.conditions``);
-2. scores the misses, each distinct request once (e.g. ``blank`` of one size and
-   prompt is the same request for every image of that size in the unit);
+2. scores the misses, each distinct request once (a ``blank`` of one size and prompt
+   is the same request for every image of that size: scored once per actor and run,
+   then reused; across runs the cache's size partition serves it);
 3. commits error rows, then the prediction shard (the unit's completion marker),
    then the new cache entries and pre-keys.
 
@@ -83,6 +84,9 @@ class ScoringActor:
         self.cache_url = cache_url
         self.model_key = cache.model_key(model)
         self.actor = f"{os.getpid()}-{id(self):x}"
+        # (prompt, image id, condition) -> scores of size-only views (blank) scored by this
+        # actor: a blank of one size and prompt is scored once per actor, not per image.
+        self.size_only_scores: dict[tuple, list] = {}
         try:
             self.engine = load_engine(model)
         except Exception as exc:
@@ -108,6 +112,9 @@ class ScoringActor:
     def _score_misses(self, specs: list[dict], images: dict[str, Any]) -> tuple[list[ScoreResult], list[int]]:
         from vlm_eval.conditions import CONDITIONS
 
+        for s in specs:  # size-only views (blank) this actor scored for an earlier unit
+            if s["hit"] is None and CONDITIONS[s["condition"]].size_only:
+                s["hit"] = self.size_only_scores.get((s["prompt"], s["image_uuid"], s["condition"]))
         views = view_images(specs, images, CONDITIONS)
         miss = [i for i, s in enumerate(specs) if s["hit"] is None]
         # One engine call per distinct request (same prompt and image id = same score).
@@ -125,6 +132,11 @@ class ScoringActor:
         results: list[ScoreResult | None] = [None] * len(specs)
         for i, j in zip(miss, slot):
             results[i] = fresh[j]
+            s = specs[i]
+            if fresh[j].error is None and CONDITIONS[s["condition"]].size_only:
+                yes, no = ANSWER_OPTIONS[0], ANSWER_OPTIONS[1]
+                self.size_only_scores[(s["prompt"], s["image_uuid"], s["condition"])] = [
+                    fresh[j].logprobs.get(yes), fresh[j].logprobs.get(no), fresh[j].other_mass]
         for i, s in enumerate(specs):
             if s["hit"] is not None:
                 results[i] = cache.hit_result(s["hit"])

@@ -218,7 +218,9 @@ def read_rows(samples_file: str, start: int, end: int, columns: list[str] | None
         pf = _open(samples_file)
         md = pf.metadata
         bounds = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
-        _OPEN.clear()  # one samples file per process at a time
+        for old, _ in _OPEN.values():  # one samples file per process at a time
+            old.close()
+        _OPEN.clear()
         _OPEN[samples_file] = (pf, bounds)
     pf, bounds = _OPEN[samples_file]
     first = int(np.searchsorted(bounds, start, side="right")) - 1

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from PIL import Image
 
@@ -14,7 +15,7 @@ from vlm_eval.engines.base import ScoreRequest, ScoreResult
 from vlm_eval.engines.scripted import ScriptedEngine
 from vlm_eval.errors import EngineError
 from vlm_eval.pipeline.actors import score_isolating_failures
-from vlm_eval.pipeline.loader import decode, encode_for_transport
+from vlm_eval.pipeline.loader import decode, encode_for_transport, load_unit
 from vlm_eval.pipeline.plan import forward_passes
 from vlm_eval.pipeline.units import plan_units, read_rows, unit_prompt_cap
 from vlm_eval.prompts import prompt_id
@@ -157,3 +158,27 @@ def test_a_bad_request_is_isolated_and_a_dead_engine_is_fatal():
     assert [r.error is None for r in res] == [True, False, True] and "cannot score" in res[1].error
     with pytest.raises(EngineError, match="dead engine"):
         score_isolating_failures(ScriptedEngine({"options": {"dead": True}}), reqs)
+
+
+def test_blank_is_scored_once_per_prompt_and_size_across_units_of_an_actor(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L").save(tmp_path / f"{i}.png")
+        rows.append({"sample_id": f"s{i}", "image_uri": str(tmp_path / f"{i}.png"), "swap_image_uri": None,
+                     "prompts": ["q", "p"]})
+    f = write_samples(tmp_path / "s.parquet", rows)
+    plan = plan_units(f, SYSTEM, ["blank"], 1, 4)  # one image per unit
+    units = plan.units.to_pylist()
+    assert len(units) == 4
+    engine = Recording()
+    _, actor = score_unit(tmp_path, f, units[0], ["blank"], engine=engine)
+    for u in units[1:]:
+        row = load_unit(u, samples_file=f, model=actor.model, system=SYSTEM, ablations=["blank"],
+                        max_image_side=64, cache_url=None)
+        actor(pa.Table.from_pylist([row]))
+    sent = [r for call in engine.calls for r in call]
+    assert len([r for r in sent if r.image_uuid == "blank-8x8"]) == 2  # 2 prompts x 1 size, for 4 images
+    preds = pd.concat(pd.read_parquet(actor.layout.shard_file("m", u["unit_id"])) for u in units)
+    blank = preds[preds["condition"] == "blank"]
+    assert len(blank) == 8 and blank["logprob_yes"].notna().all()
