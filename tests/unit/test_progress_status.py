@@ -81,6 +81,10 @@ def test_status_of_a_run_in_flight(tmp_path, capsys):
     assert "ETA 0:15:33" in out  # 400 s for 120 units -> 280 left at the same pace
     assert "[llava-rad] units 400/400 (100.0%)" in out and "all models: units 520/800 (65.0%), errors 3" in out
     assert "may have stopped" not in out
+    from vlm_eval.cli import main as cli_main  # the same through `vlm-eval status`
+
+    assert cli_main(["status", str(run)]) == 0
+    assert "[medgemma] units 120/400 (30.0%)" in capsys.readouterr().out
 
 
 def test_status_flags_a_run_whose_progress_stopped_moving(tmp_path, capsys):
