@@ -135,22 +135,28 @@ def build_shortcut_model(out_dir: str, seed: int = 0, n_images: int = 64, epochs
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
-    order = list(range(len(batches)))
-    losses = []
-    for epoch in range(epochs):
-        random.Random(seed + epoch).shuffle(order)
-        total = 0.0
-        for b in order:
-            inputs, target = batches[b]
-            logits = model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
-            logp = torch.log_softmax(logits, -1)
-            margin = torch.logsumexp(logp[:, yes_ids], -1) - torch.logsumexp(logp[:, no_ids], -1)
-            loss = torch.nn.functional.softplus(-target * margin).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        losses.append(round(total / len(batches), 4))
+    # One thread: tiny matrices, and torch's spinning pool can slow a busy CPU many-fold.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        order = list(range(len(batches)))
+        losses = []
+        for epoch in range(epochs):
+            random.Random(seed + epoch).shuffle(order)
+            total = 0.0
+            for b in order:
+                inputs, target = batches[b]
+                logits = model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
+                logp = torch.log_softmax(logits, -1)
+                margin = torch.logsumexp(logp[:, yes_ids], -1) - torch.logsumexp(logp[:, no_ids], -1)
+                loss = torch.nn.functional.softplus(-target * margin).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+            losses.append(round(total / len(batches), 4))
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
