@@ -4,7 +4,8 @@
 # background; its PID is kept in the state folder and `down` stops it by that PID
 # (never `ray stop`, which would kill every Ray on the host).
 #
-#   cluster/local-cluster.sh run -- vlm-eval run jobs/my-job.yaml --set resources.resources_per_actor='{fake_gpu: 1}'
+#   cluster/local-cluster.sh run -- vlm-eval run jobs/my-job.yaml --set output=$PWD/runs \
+#       --set resources.resources_per_actor='{fake_gpu: 1}'   (cluster runs need an absolute output)
 #       starts the cluster in a private network namespace (root; loopback only),
 #       runs the command with RAY_ADDRESS set, stops the cluster.
 #   cluster/local-cluster.sh up      # start and leave running (prints RAY_ADDRESS)
