@@ -7,8 +7,9 @@ integer 7). Here every file is checked against the declared schema, the hive key
 the folder name as a string, and a file that does not fit is named in a
 ``TableFileError`` -- never skipped.
 
-Each file also gets its commit rank (order of modification time, then path): the
-dedup keeps the latest attempt's row (``tables.deduped_predictions``).
+Rerun order comes from the rows' ``attempt`` column (the run.json attempt that wrote
+them), never from file names or modification times: copying a run folder must not
+change its tables.
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from vlm_eval.schema import PREDICTIONS_FILE
 # (older shards) and read as nulls. ``attempt`` (int, optional) orders reruns.
 PREDICTION_REQUIRED = ("sample_id", "variant", "condition", "prompt_id", "logprob_yes", "logprob_no", "error")
 ATTEMPT = "attempt"
-COMMIT = "_commit"
 
 
 class TableFileError(InputError):
@@ -168,7 +168,9 @@ def read_file(f: TableFile, schema: pa.Schema, columns: list[str] | None = None)
         return conform(pf.read(columns=have), want)
 
 
-PREDICTION_READ = pa.schema(list(PREDICTIONS_FILE) + [pa.field(ATTEMPT, pa.int64())])
+# what a shard is read as: PREDICTIONS_FILE (which may already hold ``attempt``) + ``attempt``
+PREDICTION_READ = PREDICTIONS_FILE if ATTEMPT in PREDICTIONS_FILE.names else pa.schema(
+    list(PREDICTIONS_FILE) + [pa.field(ATTEMPT, pa.int64())])
 
 
 def prediction_files(predictions_dir: str) -> list[TableFile]:
@@ -176,11 +178,10 @@ def prediction_files(predictions_dir: str) -> list[TableFile]:
     return checked_files(predictions_dir, PREDICTION_READ, PREDICTION_REQUIRED, "prediction")
 
 
-def with_keys(table: pa.Table, f: TableFile, rank: int) -> pa.Table:
-    """``table`` plus ``model`` (string, from the folder) first and ``_commit`` (the file's rank)."""
+def with_keys(table: pa.Table, f: TableFile) -> pa.Table:
+    """``table`` plus ``model`` (a string, from the folder name) as its first column."""
     n = table.num_rows
-    table = table.add_column(0, "model", pa.array([f.key] * n, pa.string()) if n else pa.array([], pa.string()))
-    return table.append_column(COMMIT, pa.array([rank] * n, pa.int64()) if n else pa.array([], pa.int64()))
+    return table.add_column(0, "model", pa.array([f.key] * n, pa.string()) if n else pa.array([], pa.string()))
 
 
 def basename(path: str) -> str:

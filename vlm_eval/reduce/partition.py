@@ -60,7 +60,7 @@ class Buckets:
 
     ``own(j)``: the rows with a sample_id in bucket j; ``shared()``: the rows with a null
     sample_id (every bucket needs them). Both are Arrow tables as ``tables.raw_predictions``
-    builds them (``model`` from the folder, ``_commit`` = the shard's commit rank).
+    builds them (``model`` from the folder).
     """
 
     def __init__(self, found: list[files.TableFile], k: int, tmp_root: str | None = None):
@@ -71,8 +71,8 @@ class Buckets:
         self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
         self._schema: pa.Schema | None = None
         try:
-            for rank, f in enumerate(found):  # one shard in memory at a time
-                self._add(files.with_keys(files.read_file(f, files.PREDICTION_READ), f, rank))
+            for f in found:  # one shard in memory at a time
+                self._add(files.with_keys(files.read_file(f, files.PREDICTION_READ), f))
         finally:
             for w in self._writers.values():
                 w.close()
@@ -103,7 +103,7 @@ class Buckets:
     def _empty(self) -> pa.Table:
         if self._schema is not None:
             return self._schema.empty_table()
-        return files.with_keys(files.PREDICTION_READ.empty_table(), files.TableFile("", "", 0.0), 0)
+        return files.with_keys(files.PREDICTION_READ.empty_table(), files.TableFile("", "", 0.0))
 
     def own(self, j: int) -> pa.Table:
         if self.k == 1:

@@ -28,8 +28,8 @@ from vlm_eval.schema import ERRORS, QUADRANTS_FILE, SAMPLES
 
 PREDICTION_KEY = ["model", "sample_id", "variant", "condition", "prompt_id"]
 SAMPLE_COLUMNS = ["sample_id", "dataset", "patient_id", "finding", "label", "n_variants"]
-# Dedup order after "usable first": latest attempt, then latest commit (descending), then values.
-_LATEST = [files.ATTEMPT, files.COMMIT]
+# Dedup order after "usable first": the latest attempt (descending, nulls last), then values.
+_LATEST = [files.ATTEMPT]
 _VALUES = ["logprob_yes", "logprob_no", "other_mass", "image_sha256", "error"]
 _ARROW_STR = pd.StringDtype("pyarrow", na_value=np.nan)
 
@@ -101,21 +101,21 @@ def duplicate_sample_ids(run_url: str) -> list[str]:
 
 def raw_predictions(run_url: str) -> pd.DataFrame:
     """Every prediction row of every model, not deduped: ``model`` (string, from the
-    folder name), PREDICTIONS_FILE's columns, ``attempt`` (null unless the shard has it)
-    and ``_commit`` (the shard's rank in modification order).
+    folder name), PREDICTIONS_FILE's columns and ``attempt`` (the run.json attempt that
+    wrote the row; null in older shards).
 
     String columns stay Arrow-backed (pandas ``str``, missing = NaN): no Python object
     per cell; ``variant`` is Int64. TableFileError if a file does not fit the schema.
     """
     found = files.prediction_files(RunLayout(run_url).predictions_dir)
-    parts = [files.with_keys(files.read_file(f, files.PREDICTION_READ), f, i) for i, f in enumerate(found)]
+    parts = [files.with_keys(files.read_file(f, files.PREDICTION_READ), f) for f in found]
     return prediction_frame(pa.concat_tables(parts) if parts else None)
 
 
 def prediction_frame(table: pa.Table | None) -> pd.DataFrame:
     """Prediction rows (as ``raw_predictions`` reads them) as a pandas frame."""
     if table is None:
-        table = files.with_keys(files.PREDICTION_READ.empty_table(), files.TableFile("", "", 0.0), 0)
+        table = files.with_keys(files.PREDICTION_READ.empty_table(), files.TableFile("", "", 0.0))
     df = table.to_pandas(types_mapper={pa.string(): _ARROW_STR, pa.large_string(): _ARROW_STR}.get)
     df["variant"] = df["variant"].astype("Int64")
     df[files.ATTEMPT] = df[files.ATTEMPT].astype("Int64")
@@ -152,7 +152,7 @@ def deduped_predictions(preds: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, in
     """(one row per PREDICTION_KEY, dropped rows per model).
 
     Deterministic whatever the row order: rows are sorted by the key, then usable rows
-    first, then the latest ``attempt`` / ``_commit`` (where the frame has them), then by
+    first, then the latest ``attempt`` (where the frame has it), then by
     values; the first row of each key is kept.
     The key sort runs on integer codes; only the rows of repeated keys are
     sorted by values (the same order as one sort of every row by all columns).
@@ -265,7 +265,7 @@ def quadrant_arrow(df: pd.DataFrame) -> pa.Table:
 def quadrants(run_url: str) -> pd.DataFrame:
     """The written quadrant tables of all models (``model``, a string, from the folder)."""
     found = files.list_table_files(RunLayout(run_url).quadrants_dir)
-    parts = [files.with_keys(files.read_parquet(f), f, 0).drop_columns([files.COMMIT]) for f in found if f.key]
+    parts = [files.with_keys(files.read_parquet(f), f) for f in found if f.key]
     if not parts:
         return pd.DataFrame(columns=["model"] + QUADRANTS_FILE.names)
     df = pa.concat_tables(parts, promote_options="permissive").to_pandas()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 
 import numpy as np
 import pandas as pd
@@ -94,18 +93,18 @@ def test_dedupe_keeps_the_usable_row_of_the_latest_attempt():
         assert dropped == {"m": 2} and v0["attempt"].tolist() == [2] and v0["error"].isna().all()
 
 
-def test_dedupe_without_attempt_column_takes_the_latest_shard(tmp_path):
-    first = preds("s", [-3, 1, 1], [-1, -1, -1], shared=False)
-    rerun = preds("s", [2, 1, 1], [-1, -1, -1], shared=False)
+def test_dedupe_rerun_shards_keep_the_latest_attempt_whatever_the_file_names(tmp_path):
+    first = [dict(r, attempt=1) for r in preds("s", [-3, 1, 1], [-1, -1, -1], shared=False)]
+    rerun = [dict(r, attempt=2) for r in preds("s", [2, 1, 1], [-1, -1, -1], shared=False)]
     run = write_run(tmp_path / "r", [sample("s")], {"m": []})
     folder = os.path.join(run, "predictions", "model=m")
-    for name, rows, age in (("shard-z-old.parquet", first, 100), ("shard-a-new.parquet", rerun, 0)):
-        path = os.path.join(folder, name)
-        pq.write_table(conform(pa.Table.from_pylist(rows, schema=PREDICTIONS_FILE), PREDICTIONS_FILE), path)
-        os.utime(path, (time.time() - age, time.time() - age))
+    schema = pa.schema(list(PREDICTIONS_FILE) + ([] if "attempt" in PREDICTIONS_FILE.names else
+                                                 [pa.field("attempt", pa.int64())]))
+    for name, rows in (("shard-z-old.parquet", first), ("shard-a-new.parquet", rerun)):
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), os.path.join(folder, name))
     counts = reduce_run(run, n_boot=10)
     q = quadrants(run).set_index("sample_id")
-    # the rerun's m = +2 wins although the old m = -3 row has the lower logprob_yes and the later name
+    # attempt 2's m = +2 wins although the old m = -3 row has the lower logprob_yes and the later file name
     assert q.loc["s", "margin"] == pytest.approx(2.0) and q.loc["s", "quadrant"] == "Ideal"
     assert counts["models"]["m"]["duplicates_dropped"] == 6
 

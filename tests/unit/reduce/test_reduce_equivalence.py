@@ -167,7 +167,7 @@ def ref_quadrants(samples, preds, ablation, rule, extras):
         rec = {
             **{k: s[k] for k in ("dataset", "sample_id", "patient_id", "finding", "label", "n_variants")},
             "prediction": _pred(i0), "margin": m_img, "entropy": _entropy(m_img),
-            "correct": (_pred(i0) == s["label"]) if _ok(i0) and s["label"] is not None else None,
+            "correct": (_pred(i0) == s["label"]) if _ok(i0) and not pd.isna(s["label"]) else None,
             "consistent": (flips == 0) if measured else None, "flips": flips,
             "flip_rate": flips / (n - 1) if complete and n > 1 else float("nan"),
             "ablation": ablation, "ablated_prediction": _pred(a0), "ablated_margin": m_abl,
