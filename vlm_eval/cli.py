@@ -135,6 +135,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlm-eval", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show Ray's own logs, warnings and progress bars (quiet by default)")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="inference, then reduce, then report; resumes an existing run_id")
@@ -175,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose:  # read by vlm_eval.pipeline.ray_env before Ray starts
+        os.environ["VLM_EVAL_VERBOSE"] = "1"
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
