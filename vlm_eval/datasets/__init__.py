@@ -177,13 +177,16 @@ def load_samples(cfg: DatasetConfig, prompts: PromptsConfig, conditions: list[st
     conditions = list(conditions) if conditions is not None else ["image", "text_only"]
     pset = load_prompt_set(prompts.set)  # a bad set name stops before the dataset is read
     sset = get_adapter(cfg.adapter).load(cfg)
-    samples = sset.samples.copy()
+    # Shallow: pandas copies on write, so the adapter's frame is never changed, and
+    # releasing ``sset`` lets each step below free the previous frame (driver memory).
+    samples = sset.samples.copy(deep=False)
     for col in SAMPLE_COLUMNS:
         if col not in samples:
             samples[col] = None
     adapter_errors = sset.errors if sset.errors is not None else empty_errors()
     stats: dict[str, Any] = {"adapter": cfg.adapter, **sset.stats,
                              "adapter_samples": len(samples), "adapter_errors": len(adapter_errors)}
+    del sset
     error_parts = [adapter_errors.reindex(columns=ERROR_COLUMNS)]
 
     no_id = samples["sample_id"].map(_missing)
