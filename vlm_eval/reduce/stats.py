@@ -180,15 +180,16 @@ def flip_vs_dangerous(summary: pd.DataFrame) -> dict:
 
 
 def paired_comparison(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, seed=0) -> dict:
-    """Model A vs B on the samples complete in both (quadrant tables, joined on sample_id).
+    """Model A vs B on the samples complete, with a quadrant, in both (quadrant tables, joined on sample_id).
 
     diff_dangerous = share Dangerous under A - under B, with a patient-clustered
     bootstrap 95% CI; McNemar on flips: b = samples inconsistent under A only,
     c = inconsistent under B only. Also McNemar on Dangerous membership.
     """
     cols = ["sample_id", "patient_id", "quadrant", "consistent"]
-    ca = a.loc[a["complete"].eq(True), cols]
-    cb = b.loc[b["complete"].eq(True), ["sample_id", "quadrant", "consistent"]]
+    # complete with a quadrant (consistency measured: a single-variant sample is not "inconsistent")
+    ca = a.loc[a["complete"].eq(True) & a["quadrant"].notna(), cols]
+    cb = b.loc[b["complete"].eq(True) & b["quadrant"].notna(), ["sample_id", "quadrant", "consistent"]]
     j = ca.merge(cb, on="sample_id", suffixes=("_a", "_b")).sort_values("sample_id", kind="mergesort")  # order-free CI
     da = (j["quadrant_a"] == "Dangerous").to_numpy()
     db = (j["quadrant_b"] == "Dangerous").to_numpy()

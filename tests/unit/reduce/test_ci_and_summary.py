@@ -153,3 +153,12 @@ def test_anomaly_accounting_errors_are_named():
                      "m: 1 samples neither in quadrants nor errors, e.g. ['b']"]
     assert accounting_problems(samples, pd.DataFrame({"sample_id": ["a", "b"]}), np.array(["c"], dtype=object), "m") == []
     assert issubclass(ReduceAccountingError, Exception) and math.isfinite(1.0)
+
+
+def test_ci_single_variant_samples_are_not_paired_as_flips():
+    from vlm_eval.reduce.stats import paired_comparison
+
+    a = quad_rows([("s1", "p1", "Ideal", True, .1, 1., 0.), ("s2", "p2", "Dangerous", True, .1, 1., 1.)])
+    one = a.iloc[[1]].assign(sample_id="s3", consistent=None, quadrant=None, flips=None, n_variants=1)
+    res = paired_comparison(pd.concat([a, one]), pd.concat([a, one]), n_boot=20)
+    assert res["n"] == 2 and res["flips_a_only"] == 0 and res["flips_b_only"] == 0
