@@ -115,6 +115,7 @@ class ScoringActor:
         for s in specs:  # size-only views (blank) this actor scored for an earlier unit
             if s["hit"] is None and CONDITIONS[s["condition"]].size_only:
                 s["hit"] = self.size_only_scores.get((s["prompt"], s["image_uuid"], s["condition"]))
+                s["reused"] = s["hit"] is not None  # scored in this run: not a cache hit
         views = view_images(specs, images, CONDITIONS)
         miss = [i for i, s in enumerate(specs) if s["hit"] is None]
         # One engine call per distinct request (same prompt and image id = same score).
@@ -173,7 +174,8 @@ class ScoringActor:
             if new_keys:
                 prekey.write(self.cache_url, f"{self.run_id}-{unit}",
                              [(u, bytes.fromhex(k), sha, w, h) for u, k, sha, w, h in new_keys])
+        n_cached = sum(1 for s in specs if s["hit"] is not None and not s.get("reused"))
         return {"unit_id": unit, "kind": row["kind"], "n_predictions": table.num_rows, "n_errors": len(errors),
-                "n_scored": len(miss), "n_cached": len(specs) - len(miss), "n_images": int(row.get("n_images") or 0),
+                "n_scored": len(specs) - n_cached, "n_cached": n_cached, "n_images": int(row.get("n_images") or 0),
                 "n_fetched": int(row.get("n_fetched") or 0), "n_skipped": int(row.get("n_skipped") or 0),
                 "actor": self.actor, "cache_stats": self._cache_stats()}
