@@ -303,7 +303,7 @@ def validate_job(data: Any, source: str | None = None) -> Job:
             loc = _format_loc(tuple(p for p in err["loc"]))
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling; see CONTRACT.md for the job schema)"
+                msg = "unknown key (check the spelling; see README, \"A real job\" and \"Job-file keys\")"
             elif err["type"] == "missing":
                 msg = "required key is missing"
             elif "input" in err and not isinstance(err["input"], (dict, list)):
