@@ -65,8 +65,13 @@ def ablation_summary_columns(quadrants: pd.DataFrame) -> list[str]:
     return [f"frac_{a}_reliant{s}" for a in reliant_ablations(quadrants) for s in ("", "_ci_low", "_ci_high")]
 
 
-def ratio_inputs(complete: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(names, num, den) of every ratio statistic over complete quadrant rows."""
+def ratio_inputs(complete: pd.DataFrame, codes: np.ndarray, n_clusters: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(names, num, den) of every ratio statistic over complete quadrant rows, summed per
+    cluster (``codes``: cluster of each row, 0..n_clusters-1): (n_clusters, K) each.
+
+    Each statistic's row vector is made and summed at once (``np.bincount``), so memory
+    grows with the clusters, not with rows x statistics.
+    """
     quad = complete["quadrant"].to_numpy(dtype=object)
     in_q = {q: (quad == q).astype(float) for q in QUADRANTS}
     ones = np.ones(len(complete))
@@ -77,27 +82,29 @@ def ratio_inputs(complete: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndar
     raw_entropy = complete["entropy"].to_numpy(dtype=float)
     has_entropy = ~np.isnan(raw_entropy)
     entropy = np.where(has_entropy, raw_entropy, 0.0)  # left out by its denominator, not counted as 0
-    cols: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    flips = np.nan_to_num(complete["flips"].to_numpy(dtype=float))  # null (one variant) has no pairs
+    cols: dict[str, object] = {}
     for q in QUADRANTS:
-        cols[f"frac_{q.lower()}"] = (in_q[q], measured)
-    cols["flip_rate_question"] = ((complete["consistent"].eq(False)).to_numpy().astype(float), measured)
-    cols["flip_rate_pair"] = (complete["flips"].to_numpy(dtype=float), np.maximum(n_var - 1, 0))
-    cols["accuracy"] = (correct, labelled)
+        cols[f"frac_{q.lower()}"] = lambda q=q: (in_q[q], measured)
+    cols["flip_rate_question"] = lambda: (complete["consistent"].eq(False).to_numpy().astype(float), measured)
+    cols["flip_rate_pair"] = lambda: (flips, np.maximum(n_var - 1, 0))
+    cols["accuracy"] = lambda: (correct, labelled)
     for q in QUADRANTS:
-        cols[f"accuracy_{q.lower()}"] = (correct * in_q[q], labelled * in_q[q])
+        cols[f"accuracy_{q.lower()}"] = lambda q=q: (correct * in_q[q], labelled * in_q[q])
     for q in QUADRANTS:
-        cols[f"entropy_{q.lower()}"] = (entropy * in_q[q], in_q[q] * has_entropy)
-    cols["ablation_agreement"] = (complete["ablation_agreement"].to_numpy(dtype=float), ones)
-    cols["mean_entropy"] = (entropy, has_entropy.astype(float))
+        cols[f"entropy_{q.lower()}"] = lambda q=q: (entropy * in_q[q], in_q[q] * has_entropy)
+    cols["ablation_agreement"] = lambda: (np.nan_to_num(complete["ablation_agreement"].to_numpy(dtype=float)), ones)
+    cols["mean_entropy"] = lambda: (entropy, has_entropy.astype(float))
     for a in reliant_ablations(complete):
         rel = complete[f"{a}_reliant"]
-        cols[f"frac_{a}_reliant"] = (_bool(rel).astype(float), rel.notna().to_numpy().astype(float))
+        cols[f"frac_{a}_reliant"] = lambda rel=rel: (_bool(rel).astype(float), rel.notna().to_numpy().astype(float))
     names = list(cols)
-    # column-major (n, K): each statistic's column is contiguous for the per-column bincounts
-    num = np.empty((len(complete), len(names)), order="F")
-    den = np.empty((len(complete), len(names)), order="F")
-    for j, c in enumerate(names):
-        num[:, j], den[:, j] = cols[c]
+    num = np.zeros((n_clusters, len(names)))
+    den = np.zeros((n_clusters, len(names)))
+    for j, c in enumerate(names):  # one statistic's row vectors at a time
+        n_j, d_j = cols[c]()
+        num[:, j] = np.bincount(codes, weights=n_j, minlength=n_clusters)
+        den[:, j] = np.bincount(codes, weights=d_j, minlength=n_clusters)
     return names, num, den
 
 
@@ -105,11 +112,12 @@ def summary_row(rows: pd.DataFrame, n_errors: int, n_boot: int, seed) -> dict:
     """The summary statistics of one group's quadrant rows (all columns but the keys)."""
     complete = rows[_bool(rows["complete"])] if len(rows) else rows
     complete = complete.sort_values("sample_id", kind="mergesort")  # row order never changes a CI
-    names, num, den = ratio_inputs(complete)
-    clusters = stats.cluster_codes(complete["patient_id"], complete["sample_id"])
-    est, low, high = stats.bootstrap_ratios(num, den, clusters, n_boot, seed)
+    # clusters numbered by first appearance (bootstrap_ratios' order), summed per cluster first
+    codes, uniques = pd.factorize(stats.cluster_codes(complete["patient_id"], complete["sample_id"]))
+    names, num, den = ratio_inputs(complete, codes.astype(np.int64), len(uniques))
+    est, low, high = stats.bootstrap_ratios(num, den, np.arange(len(uniques)), n_boot, seed)
     with_ci = {f"frac_{q.lower()}" for q in QUADRANTS} | set(_RATE_CI) | {f"frac_{a}_reliant" for a in reliant_ablations(rows)}
-    low, high = _wilson_where_collapsed(names, with_ci, num, den, est, low, high)
+    low, high = _wilson_where_collapsed(names, with_ci, num.sum(0), den.sum(0), est, low, high)
     out: dict = {
         "n": int(len(complete)),
         "n_incomplete": int(len(rows) - len(complete)),
@@ -131,7 +139,7 @@ def summary_row(rows: pd.DataFrame, n_errors: int, n_boot: int, seed) -> dict:
     return out
 
 
-def _wilson_where_collapsed(names, with_ci, num, den, est, low, high):
+def _wilson_where_collapsed(names, with_ci, num_total, den_total, est, low, high):
     """(low, high) with the Wilson interval of the pooled counts wherever the bootstrap
     interval has no width (0/n, n/n, one cluster): a point is never a 95% interval."""
     low, high = low.copy(), high.copy()
@@ -139,7 +147,7 @@ def _wilson_where_collapsed(names, with_ci, num, den, est, low, high):
         if name not in with_ci or np.isnan(est[i]):
             continue
         if np.isnan(low[i]) or high[i] - low[i] <= 1e-12:
-            k, n = float(num[:, i].sum()), float(den[:, i].sum())
+            k, n = float(num_total[i]), float(den_total[i])
             w_low, w_high = stats.wilson_interval(min(k, n), n)
             low[i], high[i] = float(w_low), float(w_high)
     return low, high

@@ -162,3 +162,12 @@ def test_ci_single_variant_samples_are_not_paired_as_flips():
     one = a.iloc[[1]].assign(sample_id="s3", consistent=None, quadrant=None, flips=None, n_variants=1)
     res = paired_comparison(pd.concat([a, one]), pd.concat([a, one]), n_boot=20)
     assert res["n"] == 2 and res["flips_a_only"] == 0 and res["flips_b_only"] == 0
+
+
+def test_ci_mixed_single_and_multi_variant_group_keeps_its_flip_rates():
+    frame = quad_rows(HAND[:6])
+    one = frame.iloc[[0]].assign(sample_id="solo", consistent=None, quadrant=None, flips=None, n_variants=1)
+    top = summary_table(pd.concat([frame, one], ignore_index=True), NO_ERRORS, n_boot=20).iloc[0]
+    # the single-variant row adds no pair and no consistency: 2 flips / 12 pairs, 2 of 6 inconsistent
+    assert top["flip_rate_pair"] == pytest.approx(1 / 6) and top["flip_rate_question"] == pytest.approx(2 / 6)
+    assert top["frac_dangerous"] == pytest.approx(2 / 6) and top["n"] == 7 and top["n_single_variant"] == 1
