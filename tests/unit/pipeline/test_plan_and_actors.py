@@ -182,3 +182,19 @@ def test_blank_is_scored_once_per_prompt_and_size_across_units_of_an_actor(tmp_p
     preds = pd.concat(pd.read_parquet(actor.layout.shard_file("m", u["unit_id"])) for u in units)
     blank = preds[preds["condition"] == "blank"]
     assert len(blank) == 8 and blank["logprob_yes"].notna().all()
+
+
+def test_resume_retries_a_unit_whose_image_was_unreachable(tmp_path):
+    from vlm_eval.pipeline.execute import remove_stale_shards
+
+    Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(tmp_path / "a.png")
+    f = write_samples(tmp_path / "s.parquet", [
+        {"sample_id": "ok", "image_uri": str(tmp_path / "a.png"), "swap_image_uri": None, "prompts": ["q"]},
+        {"sample_id": "down", "image_uri": "http://127.0.0.1:9/x.png", "swap_image_uri": None, "prompts": ["q"]}])
+    plan = plan_units(f, SYSTEM, [], 4, 100)
+    row, actor = score_unit(tmp_path, f, plan.units.to_pylist()[0], [])
+    assert [e["error_type"] for e in json.loads(row["errors"])] == ["unreachable"]
+    # This run's tables have the unit's rows, but the unit is not done: a resume retries it.
+    assert actor.layout.committed_units("m") == {plan.ids()[0] + ".retry"}
+    assert remove_stale_shards(actor.layout, "m", set(plan.ids())) == 1
+    assert actor.layout.committed_units("m") == set()
