@@ -291,7 +291,7 @@ def test_engine_errors(tiny, tmp_path, monkeypatch):
 
     # no vLLM installed: the exact install commands
     monkeypatch.setitem(__import__("sys").modules, "vllm", None)
-    with pytest.raises(MissingDependencyError, match=r"vlm-eval\[vllm\]"):
+    with pytest.raises(MissingDependencyError, match=r"pip install vllm\b.*'\.\[vllm\]'"):
         engine_mod._import_vllm()
 
 

@@ -6,12 +6,13 @@ the same prompt and read the same tokens, or their numbers would not compare.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from vlm_eval.engines.base import ScoreRequest, logsumexp, option_spellings
+from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text, logsumexp, option_spellings, score_one_by_one
 from vlm_eval.errors import UnsupportedModelError
 
-__all__ = ["build_messages", "render_prompt", "answer_token_ids", "option_logprobs", "check_processor"]
+__all__ = ["build_messages", "render_prompt", "answer_token_ids", "option_logprobs", "check_processor",
+           "AnswerIds", "prepare_each", "all_scored", "result_from_vector", "score_chunk"]
 
 
 def build_messages(request: ScoreRequest) -> list[dict[str, Any]]:
@@ -159,3 +160,65 @@ def option_logprobs(
         scores[option] = logsumexp(vals)
     total = sum(math.exp(v) for v in seen.values() if v > float("-inf"))
     return scores, min(1.0, max(0.0, 1.0 - total))
+
+
+class AnswerIds:
+    """One engine's answer token ids per options tuple (``answer_token_ids``, cached), and the
+    request check every engine makes first: the image, if any, is a PIL image."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self._cache: dict[tuple[str, ...], dict[str, list[int]]] = {}
+
+    def for_request(self, request: ScoreRequest) -> dict[str, list[int]]:
+        from PIL import Image
+
+        if request.image is not None and not isinstance(request.image, Image.Image):
+            raise TypeError(f"image must be a PIL.Image.Image, not {type(request.image).__name__}")
+        options = tuple(request.options)
+        if options not in self._cache:
+            self._cache[options] = answer_token_ids(self.tokenizer, options)
+        return self._cache[options]
+
+
+def result_from_vector(vec: Any, ids_by_option: Mapping[str, Sequence[int]], tokenizer: Any) -> ScoreResult:
+    """A ScoreResult from a full next-token log-probability vector (indexable by token id)."""
+    wanted = {t: float(vec[t]) for ids in ids_by_option.values() for t in ids}
+    scores, other = option_logprobs(wanted, ids_by_option)
+    return ScoreResult(logprobs=scores, text=tokenizer.decode([int(vec.argmax())]), other_mass=other)
+
+
+def score_chunk(score_rows: Callable[[list[int]], list[ScoreResult]], chunk: list[int],
+                requests: Sequence[ScoreRequest], results: list) -> None:
+    """Fill ``results[i]`` for the request indices in ``chunk`` with one ``score_rows(chunk)``
+    call (one forward pass); if it raises, the bad request(s) are isolated by the shared
+    retry-alone policy (``base.score_one_by_one``), and a chunk of one gets its error."""
+    try:
+        scored = score_rows(chunk)
+    except Exception as exc:  # noqa: BLE001 - one bad request must not fail the others
+        if len(chunk) == 1:
+            results[chunk[0]] = ScoreResult(logprobs={}, error=error_text(exc))
+            return
+        index = {id(requests[i]): i for i in chunk}
+        scored = score_one_by_one(lambda reqs: score_rows([index[id(reqs[0])]]), [requests[i] for i in chunk])
+    for i, res in zip(chunk, scored):
+        results[i] = res
+
+
+def prepare_each(prepare: Callable[[ScoreRequest], Any], requests: Sequence[ScoreRequest]
+                 ) -> tuple[dict[int, Any], list[ScoreResult | None]]:
+    """``prepare(request)`` for every request: ({index: prepared}, results) where results
+    holds an error result for each request that could not be prepared, None elsewhere."""
+    prepared: dict[int, Any] = {}
+    results: list[ScoreResult | None] = [None] * len(requests)
+    for i, req in enumerate(requests):
+        try:
+            prepared[i] = prepare(req)
+        except Exception as exc:  # noqa: BLE001 - one bad request must not stop the batch
+            results[i] = ScoreResult(logprobs={}, error=error_text(exc))
+    return prepared, results
+
+
+def all_scored(results: Sequence[ScoreResult | None]) -> list[ScoreResult]:
+    """The results, with an error result for any request an engine left unscored (a bug)."""
+    return [r if r is not None else ScoreResult(logprobs={}, error="EngineError: not scored") for r in results]

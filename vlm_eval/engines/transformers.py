@@ -8,11 +8,12 @@ against. torch and transformers are imported when the engine is built.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
-from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text, score_one_by_one
+from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text
 from vlm_eval.engines.model_paths import localize
-from vlm_eval.engines.prompting import answer_token_ids, check_processor, option_logprobs, render_prompt
+from vlm_eval.engines.prompting import (AnswerIds, all_scored, check_processor, prepare_each, render_prompt,
+                                        result_from_vector, score_chunk)
 from vlm_eval.errors import EngineError, MissingDependencyError, UserError
 
 KNOWN_OPTIONS = ("dtype", "device", "max_batch_size", "attn_implementation", "cpu_threads")
@@ -81,30 +82,18 @@ class TransformersEngine:
         # derive 3-D positions from the attention mask themselves; 1-D ones would be wrong.
         own_positions = any(hasattr(m, "get_rope_index") for m in (self.model, getattr(self.model, "model", None)))
         self._pass_positions = "position_ids" in params and not own_positions
-        self._ids_cache: dict[tuple[str, ...], dict[str, list[int]]] = {}
+        self._answer_ids = AnswerIds(self.tokenizer)
 
     # ---- public -------------------------------------------------------------
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         """Score each request; a request that fails alone becomes an error result."""
         import torch
 
-        results: list[ScoreResult | None] = [None] * len(requests)
-        prepared: dict[int, tuple[str, dict[str, list[int]]]] = {}
-        for i, req in enumerate(requests):
-            try:
-                prepared[i] = self._prepare(req)
-            except Exception as exc:  # noqa: BLE001 - one bad request must not stop the batch
-                results[i] = ScoreResult(logprobs={}, error=error_text(exc))
-        # Processors treat image and text-only prompts differently: separate batches.
-        groups = [[i for i in prepared if requests[i].image is not None],
-                  [i for i in prepared if requests[i].image is None]]
+        prepared, results = prepare_each(self._prepare, requests)
         with torch.inference_mode():
-            for group in groups:
-                for start in range(0, len(group), self.max_batch_size):
-                    chunk = group[start:start + self.max_batch_size]
-                    self._score_chunk(chunk, requests, prepared, results)
-        return [r if r is not None else ScoreResult(logprobs={}, error="EngineError: not scored")
-                for r in results]
+            for chunk in self._chunks(list(prepared), requests):
+                self._score_chunk(chunk, requests, prepared, results)
+        return all_scored(results)
 
     def generate(self, requests: list[ScoreRequest], max_tokens: int) -> list[str]:
         """Greedy continuations (``do_sample=False``), at most ``max_tokens`` new tokens each,
@@ -113,57 +102,35 @@ class TransformersEngine:
 
         texts = [render_prompt(self.processor, req) for req in requests]
         out = [""] * len(requests)
-        groups = [[i for i, r in enumerate(requests) if r.image is not None],
-                  [i for i, r in enumerate(requests) if r.image is None]]
         with torch.inference_mode():
-            for group in groups:
-                for start in range(0, len(group), self.max_batch_size):
-                    chunk = group[start:start + self.max_batch_size]
-                    inputs = self._inputs([texts[i] for i in chunk], [requests[i].image for i in chunk])
-                    ids = self.model.generate(**inputs, max_new_tokens=int(max_tokens), do_sample=False,
-                                              pad_token_id=self.tokenizer.pad_token_id)
-                    new = ids[:, inputs["input_ids"].shape[1]:]
-                    for i, text in zip(chunk, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
-                        out[i] = text.strip()
+            for chunk in self._chunks(list(range(len(requests))), requests):
+                inputs = self._inputs([texts[i] for i in chunk], [requests[i].image for i in chunk])
+                ids = self.model.generate(**inputs, max_new_tokens=int(max_tokens), do_sample=False,
+                                          pad_token_id=self.tokenizer.pad_token_id)
+                new = ids[:, inputs["input_ids"].shape[1]:]
+                for i, text in zip(chunk, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
+                    out[i] = text.strip()
         return out
+
+    def _chunks(self, indices: list[int], requests) -> Iterator[list[int]]:
+        """Batches of at most max_batch_size: image prompts, then text-only ones (processors
+        treat the two differently, so they never share a batch)."""
+        for image in (True, False):
+            group = [i for i in indices if (requests[i].image is not None) == image]
+            for start in range(0, len(group), self.max_batch_size):
+                yield group[start:start + self.max_batch_size]
 
     # ---- internals ----------------------------------------------------------
     def _prepare(self, req: ScoreRequest) -> tuple[str, dict[str, list[int]]]:
-        from PIL import Image
-
-        if req.image is not None and not isinstance(req.image, Image.Image):
-            raise TypeError(f"image must be a PIL.Image.Image, not {type(req.image).__name__}")
-        options = tuple(req.options)
-        if options not in self._ids_cache:
-            self._ids_cache[options] = answer_token_ids(self.tokenizer, options)
-        return render_prompt(self.processor, req), self._ids_cache[options]
+        return render_prompt(self.processor, req), self._answer_ids.for_request(req)
 
     def _score_chunk(self, chunk, requests, prepared, results) -> None:
-        try:
-            scored = self._score_rows(chunk, requests, prepared)
-        except Exception as exc:  # noqa: BLE001
-            if len(chunk) == 1:
-                results[chunk[0]] = ScoreResult(logprobs={}, error=error_text(exc))
-                return
-            # isolate the bad request(s) with the shared retry-alone policy
-            index = {id(requests[i]): i for i in chunk}
-            scored = score_one_by_one(lambda reqs: self._score_rows([index[id(reqs[0])]], requests, prepared),
-                                      [requests[i] for i in chunk])
-        for i, res in zip(chunk, scored):
-            results[i] = res
+        score_chunk(lambda idx: self._score_rows(idx, requests, prepared), chunk, requests, results)
 
     def _score_rows(self, chunk, requests, prepared) -> list[ScoreResult]:
         """One forward pass over ``chunk`` (request indices); raises if the pass fails."""
         logprobs = self._forward([prepared[i][0] for i in chunk], [requests[i].image for i in chunk])
-        out = []
-        for row, i in enumerate(chunk):
-            vec = logprobs[row]
-            ids_by_option = prepared[i][1]
-            wanted = {t: float(vec[t]) for ids in ids_by_option.values() for t in ids}
-            scores, other = option_logprobs(wanted, ids_by_option)
-            top = int(vec.argmax())
-            out.append(ScoreResult(logprobs=scores, text=self.tokenizer.decode([top]), other_mass=other))
-        return out
+        return [result_from_vector(logprobs[row], prepared[i][1], self.tokenizer) for row, i in enumerate(chunk)]
 
     def _inputs(self, texts: list[str], images: list[Any]) -> dict[str, Any]:
         """Processor tensors of one batch (left-padded), on the model's device and dtype."""

@@ -46,7 +46,8 @@ from vlm_eval.engines.model_paths import localize
 from vlm_eval.engines.vllm_models import (SUPPORTED_ARCHITECTURES, check_architecture, check_lora_targets, lora_id,
                                          vllm_lora_rank)
 from vlm_eval.engines.vllm_stats import CacheCounters, MultimodalCacheCounter
-from vlm_eval.engines.prompting import answer_token_ids, check_processor, option_logprobs, render_prompt
+from vlm_eval.engines.prompting import (AnswerIds, all_scored, check_processor, option_logprobs, prepare_each,
+                                        render_prompt)
 from vlm_eval.errors import EngineError, InputError, MissingDependencyError, UserError
 
 __all__ = ["VLLMEngine", "SUPPORTED_ARCHITECTURES", "check_architecture"]
@@ -137,7 +138,7 @@ class VLLMEngine:
         self.lora_request = None
         if self.lora_path:
             self.lora_request = self._LoRARequest(self.name, lora_id(self.name, self.lora_path), self.lora_path)
-        self._ids_cache: dict[tuple[str, ...], dict[str, list[int]]] = {}
+        self._answer_ids = AnswerIds(self.tokenizer)
 
     # ---- construction -------------------------------------------------------
     def _start(self, opts: dict[str, Any], want_ids: Any, multiproc: Any) -> None:
@@ -205,13 +206,7 @@ class VLLMEngine:
 
         Raises EngineError when the engine itself is dead.
         """
-        results: list[ScoreResult | None] = [None] * len(requests)
-        prepared: dict[int, tuple[dict[str, Any], Any, dict[str, list[int]], dict[str, Any] | None]] = {}
-        for i, req in enumerate(requests):
-            try:
-                prepared[i] = self._prepare(req)
-            except Exception as exc:  # noqa: BLE001 - one bad request must not stop the batch
-                results[i] = ScoreResult(logprobs={}, error=error_text(exc))
+        prepared, results = prepare_each(self._prepare, requests)
         # All variants of one image together (first-seen order), text-only after:
         # consecutive scheduling lets the encoder/prefix caches serve the paraphrases.
         groups: "OrderedDict[Any, list[int]]" = OrderedDict()
@@ -223,8 +218,7 @@ class VLLMEngine:
         order = [i for g in groups.values() for i in g] + text_only
         if order:
             self._run(order, requests, prepared, results)
-        return [r if r is not None else ScoreResult(logprobs={}, error="EngineError: not scored")
-                for r in results]
+        return all_scored(results)
 
     def generate(self, requests: list[ScoreRequest], max_tokens: int) -> list[str]:
         """Greedy continuations (temperature 0), at most ``max_tokens`` new tokens each,
@@ -257,14 +251,7 @@ class VLLMEngine:
 
     # ---- internals ----------------------------------------------------------
     def _prepare(self, req: ScoreRequest):
-        from PIL import Image
-
-        if req.image is not None and not isinstance(req.image, Image.Image):
-            raise TypeError(f"image must be a PIL.Image.Image, not {type(req.image).__name__}")
-        options = tuple(req.options)
-        if options not in self._ids_cache:
-            self._ids_cache[options] = answer_token_ids(self.tokenizer, options)
-        ids_by_option = self._ids_cache[options]
+        ids_by_option = self._answer_ids.for_request(req)
         text = render_prompt(self.processor, req)
         prompt: dict[str, Any] = {"prompt": text}
         if req.image is not None:

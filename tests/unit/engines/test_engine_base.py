@@ -96,3 +96,34 @@ def test_model_paths(tmp_path, monkeypatch):
     assert localize("memory://models/tiny") == local  # served from the cache
     with pytest.raises(InputError, match="does not exist"):
         localize("memory://models/none")
+
+
+def test_engines_share_prepare_and_chunk_isolation():
+    from vlm_eval.engines.prompting import all_scored, prepare_each, score_chunk
+
+    reqs = _reqs("ok1", "bad-prep", "bad-row", "ok2")
+
+    def prepare(req):
+        if req.prompt == "bad-prep":
+            raise ValueError("cannot render")
+        return req.prompt
+
+    prepared, results = prepare_each(prepare, reqs)
+    assert sorted(prepared) == [0, 2, 3] and results[1].error == "ValueError: cannot render"
+    passes: list[list[int]] = []
+
+    def score_rows(idx):  # one "forward pass"; fails whenever the bad row is in it
+        passes.append(list(idx))
+        if any(prepared[i] == "bad-row" for i in idx):
+            raise RuntimeError("NaN in forward")
+        return [ScoreResult(logprobs={"Yes": -0.5, "No": -1.0}) for _ in idx]
+
+    score_chunk(score_rows, [0, 2, 3], reqs, results)
+    assert passes == [[0, 2, 3], [0], [2], [3]]  # the batch, then each alone
+    assert [r.error for r in all_scored(results)] == [None, "ValueError: cannot render",
+                                                      "RuntimeError: NaN in forward", None]
+    passes.clear()
+    lone: list = [None] * len(reqs)
+    score_chunk(score_rows, [2], reqs, lone)  # a chunk of one is not retried
+    assert passes == [[2]] and lone[2].error == "RuntimeError: NaN in forward"
+    assert all_scored([None])[0].error == "EngineError: not scored"
