@@ -220,12 +220,14 @@ def _child(kind: str, run_dir: str, profile_out: str | None, buckets: int | None
 
         prof = cProfile.Profile()
         prof.enable()
-    t0 = time.perf_counter()
-    if kind == "reduce":
+    k = None
+    if kind == "reduce":  # the bucket count reduce_run will choose (outside the timed part)
         from vlm_eval.reduce import files, partition
 
-        k = buckets or partition.n_buckets(sum(max(f.rows, 0) for f in files.prediction_files(
-            os.path.join(run_dir, "predictions"))))
+        found = files.prediction_files(os.path.join(run_dir, "predictions"))
+        k = buckets or partition.n_buckets(sum(max(f.rows, 0) for f in found))
+    t0 = time.perf_counter()
+    if kind == "reduce":
         res = reduce_run(run_dir, buckets=buckets)
         extra = {"complete": sum(m["complete"] for m in res["models"].values()), "buckets": k}
     else:

@@ -168,6 +168,13 @@ def read_file(f: TableFile, schema: pa.Schema, columns: list[str] | None = None)
         return conform(pf.read(columns=have), want)
 
 
+def iter_column(f: TableFile, column: str, batch_size: int = 65536):
+    """Record batches of one column of ``f`` (a column the file has), in file order."""
+    fs, path = storage.filesystem(f.path)
+    with fs.open(path, "rb") as fh:
+        yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_size, columns=[column])
+
+
 # what a shard is read as: PREDICTIONS_FILE (which may already hold ``attempt``) + ``attempt``
 PREDICTION_READ = PREDICTIONS_FILE if ATTEMPT in PREDICTIONS_FILE.names else pa.schema(
     list(PREDICTIONS_FILE) + [pa.field(ATTEMPT, pa.int64())])

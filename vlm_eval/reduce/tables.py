@@ -46,12 +46,32 @@ def run_info(run_url: str) -> dict[str, Any]:
     return storage.read_json(url) if storage.exists(url) else {}
 
 
-def _read_all(folder: str, schema: pa.Schema, required, what: str) -> pa.Table | None:
-    """Every file of an unpartitioned table folder, checked and read as ``schema``."""
+def _read_all(folder: str, schema: pa.Schema, required, what: str, columns: list[str] | None = None) -> pa.Table | None:
+    """Every file of an unpartitioned table folder, checked and read as ``schema`` (only ``columns``)."""
     found = files.checked_files(folder, schema, required, what, key=None)
     if not found:
         return None
-    return pa.concat_tables([files.read_file(f, schema) for f in found])
+    return pa.concat_tables([files.read_file(f, schema, columns) for f in found])
+
+
+def _samples_table(run_url: str, columns: list[str]) -> pa.Table:
+    """samples/ as ``columns`` of SAMPLES, plus ``n_variants`` = len(prompts) when asked for:
+    the prompt texts are read a batch at a time and never held (they are most of the table)."""
+    found = files.checked_files(RunLayout(run_url).samples_dir, SAMPLES, ("sample_id", "prompts"), "samples", key=None)
+    plain = [c for c in columns if c != "n_variants"]
+    parts = []
+    for f in found:
+        table = files.read_file(f, SAMPLES, plain)
+        if "n_variants" in columns:
+            counts = [pc.fill_null(pc.list_value_length(b.column(0)), 0)
+                      for b in files.iter_column(f, "prompts")]
+            n = pa.concat_arrays([pc.cast(c, pa.int64()) for c in counts]) if counts else pa.array([], pa.int64())
+            table = table.append_column("n_variants", n)
+        parts.append(table)
+    if not parts:
+        empty = SAMPLES.empty_table().select(plain)
+        return empty.append_column("n_variants", pa.array([], pa.int64())) if "n_variants" in columns else empty
+    return pa.concat_tables(parts)
 
 
 def job_taxonomy(info: dict[str, Any]) -> TaxonomyConfig:
@@ -71,12 +91,7 @@ def samples(run_url: str) -> pd.DataFrame:
     Labels are normalised to 'yes'/'no'/None. A duplicated sample_id keeps its
     first row (sorted order) and is reported by ``duplicate_sample_ids``.
     """
-    table = _read_all(RunLayout(run_url).samples_dir, SAMPLES, ("sample_id", "prompts"), "samples")
-    if table is None:
-        table = SAMPLES.empty_table()
-    n_var = pc.fill_null(pc.list_value_length(table.column("prompts")), 0)
-    table = table.drop_columns(["prompts"]).append_column("n_variants", pc.cast(n_var, pa.int64()))
-    df = table.select(SAMPLE_COLUMNS).to_pandas()
+    df = _samples_table(run_url, SAMPLE_COLUMNS).select(SAMPLE_COLUMNS).to_pandas()
     for col in ("sample_id", "dataset", "patient_id", "finding"):
         df[col] = _str(df[col])
     label = df["label"].astype(object).where(df["label"].notna(), "").astype(str).str.strip().str.lower()
@@ -91,9 +106,7 @@ def samples(run_url: str) -> pd.DataFrame:
 
 def duplicate_sample_ids(run_url: str) -> list[str]:
     """sample_ids that occur more than once in samples/ (a pipeline bug to surface)."""
-    table = _read_all(RunLayout(run_url).samples_dir, SAMPLES, ("sample_id", "prompts"), "samples")
-    if table is None:
-        return []
+    table = _samples_table(run_url, ["sample_id"])
     counts = pc.value_counts(table.column("sample_id"))
     repeated = pc.and_(pc.greater(counts.field("counts"), 1), pc.is_valid(counts.field("values")))
     return sorted(counts.field("values").filter(repeated).to_pylist())
