@@ -110,8 +110,10 @@ def ratio_inputs(complete: pd.DataFrame, codes: np.ndarray, n_clusters: int) -> 
 
 def summary_row(rows: pd.DataFrame, n_errors: int, n_boot: int, seed) -> dict:
     """The summary statistics of one group's quadrant rows (all columns but the keys)."""
-    complete = rows[_bool(rows["complete"])] if len(rows) else rows
-    complete = complete.sort_values("sample_id", kind="mergesort")  # row order never changes a CI
+    keep = np.flatnonzero(_bool(rows["complete"])) if len(rows) else np.zeros(0, np.int64)
+    sid = rows["sample_id"].to_numpy(dtype=object)[keep]
+    order = np.argsort(pd.Series(sid, dtype=object).fillna("").to_numpy(dtype=str), kind="stable") if len(keep) else keep
+    complete = rows.take(keep[order])  # in sample_id order: row order never changes a CI
     # clusters numbered by first appearance (bootstrap_ratios' order), summed per cluster first
     codes, uniques = pd.factorize(stats.cluster_codes(complete["patient_id"], complete["sample_id"]))
     names, num, den = ratio_inputs(complete, codes.astype(np.int64), len(uniques))
@@ -167,28 +169,40 @@ def notes(quadrants: pd.DataFrame) -> list[str]:
     return out
 
 
-def _groups(frame: pd.DataFrame, by_finding: bool) -> pd.core.groupby.DataFrameGroupBy:
-    if by_finding:
-        return frame[frame["finding"].notna()].groupby(KEYS, dropna=False, sort=True)
-    return frame.groupby(KEYS[:2], dropna=False, sort=True)
+def _group_positions(keys: pd.DataFrame, by_finding: bool):
+    """(key tuple, row positions in ``keys``) per group in sorted key order (missing keys
+    last, as ``groupby(sort=True, dropna=False)`` gives them), without copying any group."""
+    cols = KEYS if by_finding else KEYS[:2]
+    sel = np.flatnonzero(keys["finding"].notna().to_numpy()) if by_finding else np.arange(len(keys))
+    if not len(sel):
+        return
+    g = keys.iloc[sel][cols].groupby(cols, dropna=False, sort=True)
+    codes = g.ngroup().to_numpy()
+    order = np.argsort(codes, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=g.ngroups))])
+    for i, key in enumerate(g.size().index):
+        yield (key if isinstance(key, tuple) else (key,)), sel[order[bounds[i]:bounds[i + 1]]]
 
 
 def summary_table(quadrants: pd.DataFrame, errored: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Summary rows for all models. quadrants: rows with ``model``; errored: one row per
-    (model, errored sample) with model, sample_id, dataset, finding."""
-    used = [c for c in quadrants.columns if c in _USED or c.endswith("_reliant")]  # the group frames copy only these
-    q = quadrants[used].assign(_kind="q")
-    e = errored[["model", "sample_id", "dataset", "finding"]].assign(_kind="e")
-    both = pd.concat([q, e], ignore_index=True) if len(e) else q
-    both["model"] = both["model"].astype(object)
+    (model, errored sample) with model, sample_id, dataset, finding.
+
+    Groups are read by row positions (one copy of a group's rows at a time), so memory
+    stays near the size of ``quadrants`` at archive scale."""
+    used = [c for c in quadrants.columns if c in _USED or c.endswith("_reliant")]
+    q = quadrants[used]
+    e = errored[["model", "sample_id", "dataset", "finding"]]
+    keys = pd.concat([q[KEYS], e[KEYS]], ignore_index=True) if len(e) else q[KEYS].reset_index(drop=True)
+    keys = keys.assign(model=keys["model"].astype(object))
+    n_q = len(q)
     records = []
     for by_finding in (False, True):  # one loop step per group (model x dataset[x finding])
-        for key, group in _groups(both, by_finding):
-            key = key if isinstance(key, tuple) else (key,)
+        for key, pos in _group_positions(keys, by_finding):
             model, dataset = key[0], key[1]
             finding = key[2] if by_finding else None
-            rows = group[group["_kind"] == "q"]
-            n_err = int(group.loc[group["_kind"] == "e", "sample_id"].nunique())
+            rows = q.take(pos[pos < n_q])
+            n_err = int(e["sample_id"].take(pos[pos >= n_q] - n_q).nunique())
             row = summary_row(rows, n_err, n_boot, stats.seed_for(seed, model, dataset, finding))
             records.append({"model": model, "dataset": dataset, "finding": finding, **row})
     columns = SUMMARY_COLUMNS + [c for c in EXTRA_COLUMNS if c not in SUMMARY_COLUMNS] + ablation_summary_columns(quadrants)
