@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from typing import Any, Callable
 
 from vlm_eval import storage
 from vlm_eval.errors import InputError
@@ -47,22 +48,41 @@ def localize(path: str, what: str = "model") -> str:
 
     fs, root = storage.filesystem(path)
     target = os.path.join(storage.cache_dir(), "remote", hashlib.sha256(path.encode()).hexdigest()[:16])
-    if os.path.isfile(os.path.join(target, ".complete")):
+    complete = lambda folder: os.path.isfile(os.path.join(folder, ".complete"))  # noqa: E731
+    if complete(target):
         return target
     if not fs.isdir(root):
         raise InputError(f"{what} path {path!r} does not exist or is not a folder")
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".download-", dir=os.path.dirname(target))
-    try:
-        root = root.rstrip("/")
-        for remote in fs.find(root):
-            rel = remote[len(root):].lstrip("/")
-            dest = os.path.join(tmp, rel)
+
+    def copy(tmp: str) -> None:
+        base = root.rstrip("/")
+        for remote in fs.find(base):
+            dest = os.path.join(tmp, remote[len(base):].lstrip("/"))
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             fs.get_file(remote, dest)
         open(os.path.join(tmp, ".complete"), "w").close()
-        shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier copy
-        os.rename(tmp, target)
+
+    return build_folder_once(target, copy, complete)
+
+
+def build_folder_once(target: str, build: Callable[[str], Any], is_complete: Callable[[str], bool]) -> str:
+    """``target``, made once: ``build(tmp)`` fills a temporary folder beside it, which is then
+    renamed into place, so a crash or a concurrent builder never leaves a half-written
+    folder (a concurrent builder that finished first wins; a stale partial one is replaced)."""
+    if is_complete(target):
+        return target
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}-", dir=parent)
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not is_complete(target):
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(tmp, target)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any
 
 from vlm_eval.models.tiny_common import (HEAD_DIM, HIDDEN, IMAGE_SIZE, INIT_RANGE, LAYERS, PATCH, VISION_HIDDEN,
@@ -318,28 +316,11 @@ def ensure_demo_model() -> str:
     The build goes to a temporary folder beside the target and is renamed into
     place, so a crash or a concurrent builder never leaves a half-written model.
     """
+    from vlm_eval.engines.model_paths import build_folder_once
     from vlm_eval.storage import cache_dir
 
     target = os.path.join(cache_dir(), "models", DEMO_MODEL_NAME)
-    if _is_complete(target):
-        return target
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{DEMO_MODEL_NAME}-", dir=parent)
-    try:
-        build_tiny_model("gemma3", tmp, seed=0)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            # Target exists: a concurrent builder finished first (keep theirs), or a
-            # stale/partial folder is in the way (replace it).
-            if not _is_complete(target):
-                shutil.rmtree(target, ignore_errors=True)
-                os.rename(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_folder_once(target, lambda tmp: build_tiny_model("gemma3", tmp, seed=0), _is_complete)
 
 
 def _is_complete(folder: str) -> bool:

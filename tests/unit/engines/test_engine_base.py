@@ -127,3 +127,27 @@ def test_engines_share_prepare_and_chunk_isolation():
     score_chunk(score_rows, [2], reqs, lone)  # a chunk of one is not retried
     assert passes == [[2]] and lone[2].error == "RuntimeError: NaN in forward"
     assert all_scored([None])[0].error == "EngineError: not scored"
+
+
+def test_a_folder_is_built_once_and_never_left_half_written(tmp_path):
+    from vlm_eval.engines.model_paths import build_folder_once
+
+    target = str(tmp_path / "models" / "m")
+    done = lambda folder: os.path.isfile(os.path.join(folder, "done"))  # noqa: E731
+
+    def crash(tmp):
+        open(os.path.join(tmp, "half"), "w").close()
+        raise RuntimeError("killed mid-build")
+
+    with pytest.raises(RuntimeError):
+        build_folder_once(target, crash, done)
+    assert os.listdir(tmp_path / "models") == []  # no partial folder, no temp folder left
+    os.makedirs(target)  # a stale partial folder in the way is replaced
+    builds = []
+
+    def build(tmp):
+        builds.append(tmp)
+        open(os.path.join(tmp, "done"), "w").close()
+
+    assert build_folder_once(target, build, done) == target and done(target)
+    assert build_folder_once(target, build, done) == target and len(builds) == 1  # made once
