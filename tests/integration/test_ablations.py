@@ -4,7 +4,7 @@ swap add planted, exactly known columns next to the text_only quadrant.
 The scripted engine keys with-image answers by ``image_uuid``: the image's sha256
 under ``image``, the *swap image's* sha256 under ``swap``, ``blank-WxH`` under
 ``blank`` and ``noise-<crc32(sample_id)>-WxH`` under ``noise``
-(vlm_eval.pipeline.actors.build_requests).
+(each condition's ``image_uuid`` in vlm_eval/conditions/builtin.py).
 
 Plants (every variant alike, so all samples are consistent):
 - cardiomegaly: "yes" images answer yes (+2), "no" images answer no (-2). A swap takes
