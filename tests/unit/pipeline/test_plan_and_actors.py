@@ -198,3 +198,25 @@ def test_resume_retries_a_unit_whose_image_was_unreachable(tmp_path):
     assert actor.layout.committed_units("m") == {plan.ids()[0] + ".retry"}
     assert remove_stale_shards(actor.layout, "m", set(plan.ids())) == 1
     assert actor.layout.committed_units("m") == set()
+
+
+class _WithCacheStats(Recording):
+    def cache_stats(self):
+        return {"prefix_cache_hit_rate": 0.5, "vision_encoder_passes": len(self.calls)}
+
+
+def test_engine_cache_stats_are_collected_per_actor_and_aggregated(tmp_path):
+    from vlm_eval.pipeline.execute import aggregate_cache_stats
+
+    Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(tmp_path / "a.png")
+    f = write_samples(tmp_path / "s.parquet", [
+        {"sample_id": "s0", "image_uri": str(tmp_path / "a.png"), "swap_image_uri": None, "prompts": ["q"]}])
+    plan = plan_units(f, SYSTEM, [], 4, 100)
+    row = load_unit(plan.units.to_pylist()[0], samples_file=f, model={"name": "m", "engine": "scripted"},
+                    system=SYSTEM, ablations=[], max_image_side=64, cache_url=None)
+    _, actor = score_unit(tmp_path, f, plan.units.to_pylist()[0], [], engine=_WithCacheStats())
+    out = actor(pa.Table.from_pylist([row]))
+    stats = json.loads(out["cache_stats"][0])
+    assert stats == {"prefix_cache_hit_rate": 0.5, "vision_encoder_passes": 2}
+    merged = aggregate_cache_stats({"a": stats, "b": {"prefix_cache_hit_rate": 0.7, "vision_encoder_passes": 3}})
+    assert merged == {"prefix_cache_hit_rate": 0.6, "vision_encoder_passes": 5.0}
