@@ -308,10 +308,13 @@ def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: Taxonom
     else by ``frame_quadrant_table``; both give the same table.
     """
     extras = extra_ablations(preds, taxonomy, ablations)
-    preds = conflicting_rows(preds)
-    lay = dense.layout(samples, preds)
-    cells = {a: dense.ablation_cells(preds, lay, a) for a in [taxonomy.ablation, *extras]} if lay else {}
-    if lay is None or any(c is None for c in cells.values()):
+    lay, cells = _dense_cells(samples, preds, taxonomy, extras)
+    if lay is None:  # a cell with two rows: resolve the conflicts (rare), then try again
+        resolved = conflicting_rows(preds)
+        if resolved is not preds:
+            preds = resolved
+            lay, cells = _dense_cells(samples, preds, taxonomy, extras)
+    if lay is None:
         return frame_quadrant_table(samples, preds, taxonomy, extras)
     n, ok = lay["n"], lay["ok"]
     agg = dense.aggregates(lay["img"], cells[taxonomy.ablation], ok, lay["margin"])
@@ -321,6 +324,15 @@ def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: Taxonom
     cols = [ablation_columns(dense.aggregates(lay["img"], cells[a], ok, lay["margin"]), n, a, taxonomy.reliance)
             for a in extras]
     return pd.concat([table, *cols], axis=1) if cols else table
+
+
+def _dense_cells(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: TaxonomyConfig, extras: list[str]):
+    """(layout, ablated cells per ablation) of the dense path, or (None, {}) where it does not fit."""
+    lay = dense.layout(samples, preds)
+    cells = {a: dense.ablation_cells(preds, lay, a) for a in [taxonomy.ablation, *extras]} if lay else {}
+    if lay is None or any(c is None for c in cells.values()):
+        return None, {}
+    return lay, cells
 
 
 def orphan_predictions(samples: pd.DataFrame, preds: pd.DataFrame) -> int:
