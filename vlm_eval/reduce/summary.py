@@ -166,6 +166,11 @@ def notes(quadrants: pd.DataFrame) -> list[str]:
             out.append(f"consistency not measured for {len(single)} complete samples ({share:.0%}) with a single "
                        "prompt variant (paraphrases: 0?): their consistent/flips/quadrant are null and they are "
                        "left out of quadrant shares and flip rates")
+        ranked = complete[complete["quadrant"].notna()]
+        unscored = int((ranked["entropy"].isna() | ranked["margin"].isna()).sum())
+        if unscored:
+            out.append(f"{unscored} complete samples have no entropy or margin: the AUROC columns leave them out "
+                       "(n_auroc_excluded)")
     return out
 
 

@@ -171,3 +171,11 @@ def test_ci_mixed_single_and_multi_variant_group_keeps_its_flip_rates():
     # the single-variant row adds no pair and no consistency: 2 flips / 12 pairs, 2 of 6 inconsistent
     assert top["flip_rate_pair"] == pytest.approx(1 / 6) and top["flip_rate_question"] == pytest.approx(2 / 6)
     assert top["frac_dangerous"] == pytest.approx(2 / 6) and top["n"] == 7 and top["n_single_variant"] == 1
+
+
+def test_nan_scores_left_out_of_the_auroc_are_named_in_the_notes():
+    from vlm_eval.reduce.summary import notes
+
+    rows = [("a", "p1", "Dangerous", True, np.nan, 2.0, 1.0), ("b", "p2", "Ideal", True, 0.5, 1.0, 0.0)]
+    assert notes(quad_rows(rows)) == ["1 complete samples have no entropy or margin: the AUROC columns leave "
+                                      "them out (n_auroc_excluded)"]
