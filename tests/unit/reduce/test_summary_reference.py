@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from reduce_builders import preds, sample, write_run
-from vlm_eval.reduce import bootstrap_ratios, reduce_run
+from vlm_eval.reduce import bootstrap_ratios, mcnemar, reduce_run, wilson_interval
 
 
 def h(m: float) -> float:
@@ -288,3 +288,44 @@ def test_bootstrap_ratios_equals_the_documented_algorithm():
     # level is honoured: a 50% interval lies inside the 95% one and is narrower
     _, lo50, hi50 = bootstrap_ratios(num, den, clusters, n_boot=300, seed=11, level=0.5)
     assert np.all(lo50 >= lo) and np.all(hi50 <= hi) and np.all(hi50 - lo50 < hi - lo)
+
+
+def ref_mcnemar(b: int, c: int) -> tuple[float, float, float]:
+    """(statistic, exact p, mid-p) from binomial coefficients: X ~ Bin(b + c, 1/2), k = min(b, c)."""
+    n, k = b + c, min(b, c)
+    pmf = [math.comb(n, i) / 2**n for i in range(n + 1)]
+    cdf = sum(pmf[: k + 1])
+    stat = (max(abs(b - c) - 1, 0) ** 2 / n) if n else float("nan")
+    return stat, min(1.0, 2 * cdf), min(1.0, 2 * (cdf - pmf[k] / 2))
+
+
+def test_mcnemar_equals_binomial_reference():
+    # e.g. b = 3, c = 7: P(X <= 3) = (1 + 10 + 45 + 120) / 1024 -> p = 352/1024 = 0.34375,
+    # mid-p = 2 (176 - 60) / 1024 = 0.2265625, statistic = (4 - 1)^2 / 10 = 0.9
+    got = mcnemar(3, 7)
+    assert (got["statistic"], got["p_exact"], got["p_midp"]) == pytest.approx((0.9, 0.34375, 0.2265625))
+    for b in range(0, 26, 3):
+        for c in (0, 1, 2, 5, 9, 17, 40):
+            got, (stat, p, midp) = mcnemar(b, c), ref_mcnemar(b, c)
+            assert (got["b"], got["c"]) == (b, c)
+            assert got["p_exact"] == pytest.approx(p, rel=1e-9, abs=1e-15), (b, c)
+            assert got["p_midp"] == pytest.approx(midp, rel=1e-9, abs=1e-15), (b, c)
+            if b + c:
+                assert got["statistic"] == pytest.approx(stat), (b, c)
+            else:
+                assert math.isnan(got["statistic"])
+
+
+def test_wilson_interval_equals_the_formula():
+    """Wilson: (p + z^2/2n -/+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n), z = 1.959964 at 95%."""
+    z = 1.959963984540054
+    for k, n in ((0, 1), (0, 5), (1, 1), (3, 10), (7, 7), (40, 200)):
+        p = k / n
+        centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        lo, hi = wilson_interval(k, n)
+        assert (float(lo), float(hi)) == pytest.approx((centre - half, centre + half), abs=1e-12), (k, n)
+        assert 0.0 <= lo < hi <= 1.0 if n else True
+    lo90, hi90 = wilson_interval(3, 10, level=0.9)
+    lo95, hi95 = wilson_interval(3, 10)
+    assert lo95 < lo90 < hi90 < hi95
+    assert all(math.isnan(float(x)) for x in wilson_interval(0, 0))
