@@ -28,7 +28,6 @@ from vlm_eval.schema import QUADRANTS
 
 __all__ = ["MIGRATION_COLUMNS", "STATES", "RunData", "compare_runs", "comparison_html", "crosstab", "load_run",
            "migration", "paired_table", "text_report"]
-_unique_labels = unique_labels  # old name (reduce/paper_table.py: import it from reduce.compare_tables instead)
 _INTS = {"n", "n_incomplete", "n_errors", "n_labelled", "n_paired", "n_from", "n_to", "n_auroc_excluded",
          "n_single_variant"}
 
