@@ -210,6 +210,19 @@ def cuda_available() -> bool:
         return False
 
 
+def stop_ray_and_remove(work: str) -> None:
+    """A benchmark's clean-up: shut down the Ray it started, then delete its work folder."""
+    import shutil
+
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def quiet_logs() -> None:
     import logging
     import warnings

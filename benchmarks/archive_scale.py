@@ -276,13 +276,7 @@ def main() -> None:
             targets.append(C.target(f"cache memory per actor at {c['entries']:,} entries", c["memory_per_actor_mb"],
                                     512, higher_is_better=False, unit="MB"))
     finally:
-        try:
-            import ray
-
-            if ray.is_initialized():
-                ray.shutdown()
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        C.stop_ray_and_remove(work)
     print()
     print(C.table(targets, ["target", "goal", "measured", "unit", "met"]))
     C.write_results("archive_scale", {"machine": m, "args": vars(args), "rows": [result], "targets": targets,

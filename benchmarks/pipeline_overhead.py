@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -236,13 +235,7 @@ def main() -> None:
                 "ratio_steady_state": steady, "requests_for_0.85x": need,
             })
     finally:
-        try:
-            import ray
-
-            if ray.is_initialized():
-                ray.shutdown()
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        C.stop_ray_and_remove(work)
     print()
     print(C.table(rows, ["engine", "device", "samples", "requests", "direct_req_s", "pipeline_req_s",
                          "ratio_end_to_end", "direct_scoring_req_s", "pipeline_scoring_req_s", "ratio_scoring_stage"]))

@@ -74,3 +74,11 @@ def make_job(root, **over):
     }
     data.update(over)
     return validate_job(data)
+
+
+def read_tables(run):
+    """A run's quadrant and summary tables in a stable row order, for comparing two runs."""
+    quads = pd.read_parquet(run / "quadrants").sort_values(["model", "sample_id"]).reset_index(drop=True)
+    summary = pd.read_parquet(run / "summary.parquet").sort_values(["model", "dataset", "finding"],
+                                                                   na_position="first").reset_index(drop=True)
+    return quads, summary

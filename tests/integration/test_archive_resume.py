@@ -9,18 +9,11 @@ import json
 import pandas as pd
 import pytest
 
-from planted import make_job, write_case
+from planted import make_job, read_tables, write_case
 from vlm_eval.errors import InputError, JobFailedError
 from vlm_eval.run import run_job
 
 pytestmark = pytest.mark.slow
-
-
-def _tables(run):
-    quads = pd.read_parquet(run / "quadrants").sort_values(["model", "sample_id"]).reset_index(drop=True)
-    summary = pd.read_parquet(run / "summary.parquet").sort_values(["model", "dataset", "finding"],
-                                                                   na_position="first").reset_index(drop=True)
-    return quads, summary
 
 
 def test_resume_with_another_batch_size_after_a_lost_shard_scores_every_sample(tmp_path, ray_local):
@@ -37,8 +30,8 @@ def test_resume_with_another_batch_size_after_a_lost_shard_scores_every_sample(t
     counts = resumed.counts["models"]["scripted"]
     # Positions would have taken old shards for other units; content ids cannot.
     assert counts["stale_shards_removed"] >= 1 and counts["units_scored"] >= 1
-    q_cut, s_cut = _tables(tmp_path / "runs" / "cut")
-    q_whole, s_whole = _tables(tmp_path / "runs" / "whole")
+    q_cut, s_cut = read_tables(tmp_path / "runs" / "cut")
+    q_whole, s_whole = read_tables(tmp_path / "runs" / "whole")
     assert q_cut["complete"].all() and dict(zip(q_cut["sample_id"], q_cut["quadrant"])) == planted
     pd.testing.assert_frame_equal(q_cut, q_whole)
     pd.testing.assert_frame_equal(s_cut, s_whole)

@@ -14,16 +14,9 @@ import yaml
 
 from vlm_eval.run import run_job
 
-from planted import make_job, write_case
+from planted import make_job, read_tables, write_case
 
 pytestmark = pytest.mark.slow
-
-
-def _tables(run):
-    quads = pd.read_parquet(run / "quadrants").sort_values(["model", "sample_id"]).reset_index(drop=True)
-    summary = pd.read_parquet(run / "summary.parquet").sort_values(["model", "dataset", "finding"],
-                                                                   na_position="first").reset_index(drop=True)
-    return quads, summary
 
 
 def test_actor_killed_mid_batch_is_restarted_and_work_done_exactly_once(tmp_path, ray_local):
@@ -46,7 +39,7 @@ def _cli(args, env=None, **kw):
     return subprocess.Popen([sys.executable, "-m", "vlm_eval", *args], env=env, **kw)
 
 
-def test_driver_killed_then_resumed_gives_identical_tables(tmp_path):
+def test_driver_killed_then_resumed_gives_identicalread_tables(tmp_path):
     planted = write_case(tmp_path, n_per_quadrant=4)
     base = make_job(tmp_path).model_dump(mode="json")
     # Slow the engine so the driver is killed with part of the units committed.
@@ -85,7 +78,7 @@ def test_driver_killed_then_resumed_gives_identical_tables(tmp_path):
     # moment later): the resume skips at least what was committed, redoes the rest.
     assert done["units_skipped"] >= n_before and done["units_scored"] >= 1
     assert done["units_skipped"] + done["units_scored"] == done["units"]
-    q_resumed, s_resumed = _tables(run)
+    q_resumed, s_resumed = read_tables(run)
     assert dict(zip(q_resumed["sample_id"], q_resumed["quadrant"])) == planted
     preds = pd.read_parquet(run / "predictions")
     assert not preds.duplicated(["sample_id", "variant", "condition", "prompt_id"]).any()
@@ -95,6 +88,6 @@ def test_driver_killed_then_resumed_gives_identical_tables(tmp_path):
                             "--set", "cache.enabled=false"],
                            env=env, capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
-    q_fresh, s_fresh = _tables(tmp_path / "runs" / "fresh")
+    q_fresh, s_fresh = read_tables(tmp_path / "runs" / "fresh")
     pd.testing.assert_frame_equal(q_resumed, q_fresh)
     pd.testing.assert_frame_equal(s_resumed, s_fresh)

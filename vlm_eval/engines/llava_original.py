@@ -26,9 +26,9 @@ import os
 from typing import Any, Mapping
 
 from vlm_eval.engines import llava_original_parts as parts
-from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text, score_one_by_one
+from vlm_eval.engines.base import ScoreRequest, ScoreResult, error_text
 from vlm_eval.engines.model_paths import localize
-from vlm_eval.engines.prompting import answer_token_ids, option_logprobs
+from vlm_eval.engines.prompting import AnswerIds, all_scored, prepare_each, result_from_vector, score_chunk
 from vlm_eval.errors import EngineError, InputError, MissingDependencyError, UserError
 
 KNOWN_OPTIONS = ("dtype", "device", "max_batch_size", "cpu_threads", "model_base", "vision_tower_config",
@@ -89,7 +89,7 @@ class LlavaOriginalEngine:
         self.embed = self.lm.get_input_embeddings()
         self.projector = self.lm.get_base_model().model.mm_projector if hasattr(self.lm, "get_base_model") \
             else self.lm.model.mm_projector
-        self._ids_cache: dict[tuple[str, ...], dict[str, list[int]]] = {}
+        self._answer_ids = AnswerIds(self.tokenizer)
 
     # ---- loading ----------------------------------------------------------------
     def _tokenizer(self, folder: str, base: str | None):
@@ -157,56 +157,25 @@ class LlavaOriginalEngine:
         """Score each request; a request that fails alone becomes an error result."""
         import torch
 
-        results: list[ScoreResult | None] = [None] * len(requests)
-        prepared: dict[int, tuple[list[list[int]], Any, dict[str, list[int]]]] = {}
-        for i, req in enumerate(requests):
-            try:
-                prepared[i] = self._prepare(req)
-            except Exception as exc:  # noqa: BLE001 - one bad request must not stop the batch
-                results[i] = ScoreResult(logprobs={}, error=error_text(exc))
+        prepared, results = prepare_each(self._prepare, requests)
         order = list(prepared)
         with torch.inference_mode():
             for start in range(0, len(order), self.max_batch_size):
-                self._score_chunk(order[start:start + self.max_batch_size], requests, prepared, results)
-        return [r if r is not None else ScoreResult(logprobs={}, error="EngineError: not scored") for r in results]
+                score_chunk(lambda idx: self._score_rows(idx, prepared), order[start:start + self.max_batch_size],
+                            requests, results)
+        return all_scored(results)
 
     def _prepare(self, req: ScoreRequest):
-        from PIL import Image
-
-        if req.image is not None and not isinstance(req.image, Image.Image):
-            raise TypeError(f"image must be a PIL.Image.Image, not {type(req.image).__name__}")
+        ids_by_option = self._answer_ids.for_request(req)  # checks the image type first
         system = req.system if self.system_mode == "request" else None
         prompt = parts.v1_prompt(req.prompt, system, req.image is not None, self.im_start_end)
         chunks = parts.prompt_token_chunks(self.tokenizer, prompt)
         pixels = self.preprocess(req.image.convert("RGB")) if req.image is not None else None
-        options = tuple(req.options)
-        if options not in self._ids_cache:
-            self._ids_cache[options] = answer_token_ids(self.tokenizer, options)
-        return chunks, pixels, self._ids_cache[options]
-
-    def _score_chunk(self, chunk: list[int], requests, prepared, results) -> None:
-        try:
-            scored = self._score_rows(chunk, prepared)
-        except Exception as exc:  # noqa: BLE001
-            if len(chunk) == 1:
-                results[chunk[0]] = ScoreResult(logprobs={}, error=error_text(exc))
-                return
-            # isolate the bad request(s) with the shared retry-alone policy
-            index = {id(requests[i]): i for i in chunk}
-            scored = score_one_by_one(lambda reqs: self._score_rows([index[id(reqs[0])]], prepared),
-                                      [requests[i] for i in chunk])
-        for i, res in zip(chunk, scored):
-            results[i] = res
+        return chunks, pixels, ids_by_option
 
     def _score_rows(self, chunk: list[int], prepared) -> list[ScoreResult]:
         logprobs = self.forward([prepared[i][0] for i in chunk], [prepared[i][1] for i in chunk])
-        out = []
-        for row, i in enumerate(chunk):
-            vec, ids_by_option = logprobs[row], prepared[i][2]
-            wanted = {t: float(vec[t]) for ids in ids_by_option.values() for t in ids}
-            scores, other = option_logprobs(wanted, ids_by_option)
-            out.append(ScoreResult(logprobs=scores, text=self.tokenizer.decode([int(vec.argmax())]), other_mass=other))
-        return out
+        return [result_from_vector(logprobs[row], prepared[i][2], self.tokenizer) for row, i in enumerate(chunk)]
 
     def image_features(self, pixels):
         """(batch, tokens, hidden) projected image embeddings for (batch, 3, H, W) pixels."""

@@ -22,6 +22,7 @@ import os
 import re
 from typing import Any
 
+from vlm_eval.engines.model_paths import read_model_config
 from vlm_eval.errors import InputError, MissingDependencyError, UnsupportedModelError
 
 ARCHITECTURE = "LlavaLlamaForCausalLM"
@@ -36,14 +37,8 @@ _LLAVA_KEYS = re.compile(r"^(mm_|use_mm_proj|tune_mm|freeze_mm|image_aspect_rati
 
 
 def read_config(folder: str, name: str) -> dict[str, Any]:
+    cfg = read_model_config(folder, name)
     path = os.path.join(folder, "config.json")
-    try:
-        with open(path) as f:
-            cfg = json.load(f)
-    except OSError as exc:
-        raise InputError(f"model {name!r}: {folder!r} has no readable config.json ({exc})") from exc
-    except ValueError as exc:
-        raise InputError(f"model {name!r}: {path} is not valid JSON ({exc})") from exc
     archs = cfg.get("architectures") or []
     if ARCHITECTURE not in archs and cfg.get("model_type") != "llava_llama":
         raise UnsupportedModelError(

@@ -6,6 +6,7 @@ actors start). Imports no torch; building the built-in model does, lazily.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -19,9 +20,11 @@ DEMO_MODEL = "builtin:tiny-gemma3"
 """The built-in demo model: a tiny random-weight Gemma3 built locally on first use."""
 
 
+SHORTCUT_MODEL = "builtin:tiny-shortcut"
+"""A tiny LLaVA trained once (~1 min CPU) to take a shortcut (models/shortcut.py): `vlm-eval demo`'s model."""
+
 BUILTIN_MODELS: dict[str, str] = {DEMO_MODEL: "vlm_eval.models.tiny:ensure_demo_model",
-                                  # tiny LLaVA trained (~1 min CPU) to take a shortcut: models/shortcut.py
-                                  "builtin:tiny-shortcut": "vlm_eval.models.shortcut:ensure_shortcut_model"}
+                                  SHORTCUT_MODEL: "vlm_eval.models.shortcut:ensure_shortcut_model"}
 """``builtin:`` model names -> the function that builds (once) and returns the model's folder.
 Named, not imported: the engines never import ``vlm_eval.models`` (README, "Where things live")."""
 
@@ -31,6 +34,20 @@ def resolve_model_path(path: str | None) -> str | None:
     if path in BUILTIN_MODELS:
         return resolve(path, "built-in model", BUILTIN_MODELS)()
     return path
+
+
+def read_model_config(folder: str, name: str | None = None) -> dict[str, Any]:
+    """``folder/config.json`` as a dict; an InputError naming the model (when given) and the file if
+    it is missing or not JSON."""
+    path = os.path.join(folder, "config.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as exc:
+        where = f"model {name!r}: {folder!r}" if name else f"model folder {folder!r}"
+        raise InputError(f"{where} has no readable config.json ({exc})") from exc
+    except ValueError as exc:
+        raise InputError(f"{f'model {name!r}: ' if name else ''}{path} is not valid JSON ({exc})") from exc
 
 
 def localize(path: str, what: str = "model") -> str:

@@ -8,7 +8,8 @@ import json
 import os
 import zlib
 
-from vlm_eval.errors import InputError, UnsupportedModelError
+from vlm_eval.engines.model_paths import read_model_config
+from vlm_eval.errors import UnsupportedModelError
 
 # architectures (config.json "architectures") whose chat template and image placeholder
 # vlm_eval knows how to drive through vLLM, and the model_type each one has.
@@ -25,14 +26,7 @@ SUPPORTED_ARCHITECTURES: dict[str, str] = {
 
 def model_architecture(folder: str) -> str:
     """The architecture named in ``folder/config.json`` (first of ``architectures``)."""
-    path = os.path.join(folder, "config.json")
-    try:
-        with open(path) as f:
-            config = json.load(f)
-    except OSError as exc:
-        raise InputError(f"model folder {folder!r} has no readable config.json ({exc})") from exc
-    except ValueError as exc:
-        raise InputError(f"{path} is not valid JSON ({exc})") from exc
+    config = read_model_config(folder)
     archs = config.get("architectures") or []
     return str(archs[0]) if archs else f"<model_type {config.get('model_type')!r}, no architectures>"
 

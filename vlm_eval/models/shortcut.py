@@ -171,27 +171,9 @@ def build_shortcut_model(out_dir: str, seed: int = 0, n_images: int = 64, epochs
 
 def ensure_shortcut_model() -> str:
     """Train the shortcut model once into the cache (``<cache>/models/shortcut-vN``) and return
-    its folder; built in a temporary folder and renamed into place (no half-written model)."""
-    import shutil
-    import tempfile
-
+    its folder (built beside it and renamed into place: no half-written model)."""
+    from vlm_eval.engines.model_paths import build_folder_once
     from vlm_eval.storage import cache_dir
 
     target = os.path.join(cache_dir(), "models", f"shortcut-v{BUILD_VERSION}")
-    if os.path.isfile(os.path.join(target, MARKER)):
-        return target
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".shortcut-", dir=parent)
-    try:
-        build_shortcut_model(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # a concurrent builder won, or a partial folder is in the way
-            if not os.path.isfile(os.path.join(target, MARKER)):
-                shutil.rmtree(target, ignore_errors=True)
-                os.rename(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_folder_once(target, build_shortcut_model, lambda d: os.path.isfile(os.path.join(d, MARKER)))
