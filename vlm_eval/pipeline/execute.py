@@ -50,14 +50,27 @@ class ModelRunStats:
                 "engine_cache_stats": aggregate_cache_stats(self.cache_stats)}
 
 
+# A rate -> the (numerator, denominator) counts it is the ratio of (engines/vllm_stats.py).
+RATE_COUNTS = {"prefix_cache_hit_rate": ("prefix_cache_hits", "prompt_tokens"),
+               "mm_cache_hit_rate": ("mm_cache_hits", "mm_cache_queries")}
+
+
 def aggregate_cache_stats(per_actor: dict[str, dict]) -> dict:
-    """Rates averaged over actors, counts summed."""
+    """Counts summed over actors; a rate recomputed from its summed counts (an actor that saw
+    10x the tokens weighs 10x), or, where an engine reports a rate without its counts, the
+    plain mean over actors."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     out: dict[str, float] = {}
     keys = {k for s in per_actor.values() for k in s}
     for k in sorted(keys):
-        vals = [float(s[k]) for s in per_actor.values() if isinstance(s.get(k), (int, float))]
+        vals = [float(s[k]) for s in per_actor.values() if number(s.get(k))]
         if vals:
             out[k] = round(sum(vals) / len(vals), 6) if "rate" in k else sum(vals)
+    for rate, (num, den) in RATE_COUNTS.items():
+        reporting = [s for s in per_actor.values() if number(s.get(rate))]
+        if reporting and all(number(s.get(num)) and number(s.get(den)) for s in reporting):
+            hits, total = sum(float(s[num]) for s in reporting), sum(float(s[den]) for s in reporting)
+            out[rate] = round(hits / total, 6) if total else 0.0
     return out
 
 
