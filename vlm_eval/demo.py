@@ -1,20 +1,29 @@
-"""`vlm-eval demo`: the whole job on synthetic CXR-like images and a tiny model.
+"""`vlm-eval demo`: the whole job on synthetic CXR-like images and a tiny model with a shortcut.
 
-The model is a tiny *random-weight* Gemma3 (MedGemma's architecture) built
-locally once and loaded through the same code path as a real model. Its answers
-are noise: the demo shows the machinery, not a finding about any real model.
+The model is a tiny LLaVA trained once on CPU (about a minute; then cached) on synthetic
+images so that it has learned a shortcut (vlm_eval/models/shortcut.py): cardiomegaly is
+answered from the pixels, pneumothorax from the question text alone. The demo shows the
+taxonomy finding that planted shortcut, not a finding about any real model.
 """
 from __future__ import annotations
 
 import os
+import time
 
 from vlm_eval import storage
 from vlm_eval.config import Job, validate_job
-from vlm_eval.engines.model_paths import DEMO_MODEL
+from vlm_eval.engines.model_paths import SHORTCUT_MODEL, resolve_model_path
 
-UNTRAINED_NOTE = (
-    "NOTE: the demo model is a tiny, UNTRAINED random-weight Gemma3 built locally; its answers\n"
-    "      are noise. The demo exercises the pipeline end to end, it evaluates no real model."
+MODEL_NAME = "tiny-shortcut"
+FINDINGS = ["cardiomegaly", "pneumothorax"]
+
+DEMO_NOTE = (
+    "NOTE: the demo model is a tiny LLaVA trained for about a minute on CPU, on synthetic images,\n"
+    "      to have a PLANTED SHORTCUT: cardiomegaly is answered from the pixels, pneumothorax from\n"
+    "      the question text alone (always \"Yes\"). It evaluates no real model. The quadrants should\n"
+    "      show cardiomegaly positives Ideal (the answer changes without the image), cardiomegaly\n"
+    "      negatives and every pneumothorax sample Dangerous (same answer with or without the image;\n"
+    "      pneumothorax right only where the label is \"yes\")."
 )
 
 
@@ -26,12 +35,13 @@ def demo_job(output: str, n_samples: int) -> Job:
             "dataset": {
                 "adapter": "synthetic",
                 "images": os.path.join(storage.cache_dir(), "demo-images"),
-                "findings": ["cardiomegaly", "pleural effusion", "pneumothorax"],
+                "findings": FINDINGS,
                 "options": {"n_samples": n_samples, "seed": 0},
             },
             "prompts": {"set": "cxr-binary-v1", "paraphrases": 5},
             "conditions": ["image", "text_only"],
-            "models": [{"name": "tiny-gemma3", "engine": "transformers", "path": DEMO_MODEL,
+            "taxonomy": {"ablation": "text_only", "reliance": "original"},
+            "models": [{"name": MODEL_NAME, "engine": "transformers", "path": SHORTCUT_MODEL,
                         "options": {"device": "cpu", "dtype": "float32", "cpu_threads": 1}}],
             "resources": {"actors": 1, "gpus_per_actor": 0, "cpus_per_actor": 1, "batch_size": 8},
             "failure": {"max_error_fraction": 0.0},
@@ -43,5 +53,10 @@ def demo_job(output: str, n_samples: int) -> Job:
 def run_demo(output: str = "runs", n_samples: int = 48, progress=None):
     from vlm_eval.run import run_job
 
-    print(UNTRAINED_NOTE, flush=True)
+    print(DEMO_NOTE, flush=True)
+    # Train (first run only) before the job starts, so the wait is explained, not silent.
+    t0 = time.perf_counter()
+    path = resolve_model_path(SHORTCUT_MODEL)
+    if time.perf_counter() - t0 > 2:
+        print(f"trained the shortcut model in {time.perf_counter() - t0:.0f} s (cached in {path})", flush=True)
     return run_job(demo_job(output, n_samples), progress=progress)

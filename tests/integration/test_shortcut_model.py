@@ -4,13 +4,16 @@ the taxonomy recovers it. Finding A (cardiomegaly) is in the pixels -> mostly Id
 separates them (A's answer changes without the image, B's never does)."""
 from __future__ import annotations
 
+import json
+import os
+
 import pandas as pd
 import pytest
 
 pytestmark = [pytest.mark.slow]
 
 from vlm_eval.config import validate_job  # noqa: E402
-from vlm_eval.models.shortcut import FINDING_A, FINDING_B, build_shortcut_model, write_shortcut_dataset  # noqa: E402
+from vlm_eval.models.shortcut import FINDING_A, FINDING_B, MARKER, ensure_shortcut_model, write_shortcut_dataset  # noqa: E402
 from vlm_eval.run import run_job  # noqa: E402
 
 VLLM_OPTS = {"dtype": "float32", "max_model_len": 512, "enforce_eager": True,
@@ -18,12 +21,15 @@ VLLM_OPTS = {"dtype": "float32", "max_model_len": 512, "enforce_eager": True,
 
 
 @pytest.fixture(scope="module")
-def shortcut(tmp_path_factory):
+def shortcut(tmp_path_factory, vlm_cache):
     root = tmp_path_factory.mktemp("shortcut")
-    record = build_shortcut_model(str(root / "model"))
+    # Trained once per test cache (VLM_EVAL_TEST_CACHE): test_demo.py uses the same model.
+    model = ensure_shortcut_model()
+    with open(os.path.join(model, MARKER)) as f:
+        record = json.load(f)
     manifest = write_shortcut_dataset(str(root / "data"), n_per_finding=24)
     print(f"\nshortcut model trained in {record['train_seconds']} s, loss per epoch {record['loss_per_epoch']}")
-    return {"root": root, "model": str(root / "model"), "manifest": manifest, "images": str(root / "data")}
+    return {"root": root, "model": model, "manifest": manifest, "images": str(root / "data")}
 
 
 def _run(shortcut, engines: list[str]):
