@@ -39,7 +39,7 @@ def _cli(args, env=None, **kw):
     return subprocess.Popen([sys.executable, "-m", "vlm_eval", *args], env=env, **kw)
 
 
-def test_driver_killed_then_resumed_gives_identicalread_tables(tmp_path):
+def test_driver_killed_then_resumed_gives_identical_tables(tmp_path):
     planted = write_case(tmp_path, n_per_quadrant=4)
     base = make_job(tmp_path).model_dump(mode="json")
     # Slow the engine so the driver is killed with part of the units committed.
