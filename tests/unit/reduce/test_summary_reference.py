@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from reduce_builders import preds, sample, write_run
-from vlm_eval.reduce import bootstrap_ratios, mcnemar, reduce_run, wilson_interval
+from vlm_eval.reduce import bootstrap_ratios, mcnemar, paired_comparison, reduce_run, wilson_interval
 
 
 def h(m: float) -> float:
@@ -329,3 +329,24 @@ def test_wilson_interval_equals_the_formula():
     lo95, hi95 = wilson_interval(3, 10)
     assert lo95 < lo90 < hi90 < hi95
     assert all(math.isnan(float(x)) for x in wilson_interval(0, 0))
+
+
+def test_paired_comparison_counts_only_samples_with_a_quadrant_in_both():
+    """Complete single-variant rows have no quadrant (consistency not measured): not paired."""
+    def quad(rows):
+        return pd.DataFrame(rows, columns=["sample_id", "patient_id", "quadrant", "consistent", "complete"])
+    a = quad([("s1", "p1", "Dangerous", True, True), ("s2", "p2", "Ideal", True, True),
+              ("s3", "p3", None, None, True), ("s4", "p4", "Worst", False, True), ("s5", "p5", None, None, False),
+              ("s6", "p6", None, None, True), ("s7", "p7", "Ideal", True, True)])
+    b = quad([("s1", "p1", "Ideal", True, True), ("s2", "p2", "Dangerous", True, True),
+              ("s3", "p3", None, None, True), ("s4", "p4", "Dangerous", True, True), ("s5", "p5", "Ideal", True, True),
+              ("s6", "p6", "Ideal", True, True), ("s7", "p7", None, None, True)])
+    got = paired_comparison(a, b, n_boot=200, seed=1)
+    # paired: s1 s2 s4. Dangerous A {s1} = 1/3, B {s2, s4} = 2/3; inconsistent A {s4}, B {}.
+    assert got["n"] == 3
+    assert (got["frac_dangerous_a"], got["frac_dangerous_b"]) == pytest.approx((1 / 3, 2 / 3))
+    assert got["diff_dangerous"] == pytest.approx(-1 / 3)
+    assert (got["flips_a_only"], got["flips_b_only"]) == (1, 0)
+    assert (got["dangerous_a_only"], got["dangerous_b_only"]) == (1, 2)
+    assert got["mcnemar_flips_p_exact"] == pytest.approx(ref_mcnemar(1, 0)[1])
+    assert got["mcnemar_dangerous_p_exact"] == pytest.approx(ref_mcnemar(1, 2)[1])
