@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from reduce_builders import preds_frame, samples_frame, sample, write_run
@@ -29,11 +29,14 @@ from vlm_eval.config import TaxonomyConfig
 from vlm_eval.reduce import deduped_predictions, metrics, quadrant_table, reduce_run
 
 # derandomize: the same examples on every run (CI-stable); each reduce_run example costs ~1 s.
-# Under mutmut (which sets MUTANT_UNDER_TEST) fewer examples: each mutant reruns the test.
-SETTINGS = settings(max_examples=15 if os.environ.get("MUTANT_UNDER_TEST") else 60, deadline=None, derandomize=True,
+# Under mutmut (which sets MUTANT_UNDER_TEST) each mutant reruns the test: fewer examples and
+# no shrinking (a failure is all mutmut needs; shrinking it would run into mutmut's timeout).
+MUTMUT = bool(os.environ.get("MUTANT_UNDER_TEST"))
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
+                    phases=(Phase.explicit, Phase.reuse, Phase.generate) if MUTMUT else tuple(Phase),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 FOLDER_SETTINGS = settings(SETTINGS, max_examples=25)
-DENSE_SETTINGS = settings(SETTINGS, max_examples=15 if os.environ.get("MUTANT_UNDER_TEST") else 40)
+DENSE_SETTINGS = settings(SETTINGS, max_examples=15 if MUTMUT else 40)
 MARGINS = [-3.0, -0.7, 0.0, 0.7, 3.0]
 SPECIAL = ["nan", "yes_neginf", "no_neginf", "error", "null"]
 FINDINGS = ["f1", "f2"]
