@@ -28,7 +28,7 @@ from vlm_eval.config import Job
 from vlm_eval.errors import InputError, JobFailedError
 from vlm_eval.layout import RunLayout
 from vlm_eval.provenance import now_iso, package_versions, redact
-from vlm_eval.schema import ERRORS, SAMPLES, conform
+from vlm_eval.schema import ERRORS, conform
 
 log = logging.getLogger("vlm_eval.run")
 
@@ -82,24 +82,21 @@ def prepare_samples(job: Job, layout: RunLayout) -> dict:
     On resume, reuse them. Returns input stats."""
     if storage.exists(layout.samples_file):
         return {"reused": True}
-    from vlm_eval.datasets import load_samples
-    from vlm_eval.pipeline.units import ROW_GROUP_ROWS, sort_image_major
-
-    sset = load_samples(job.dataset, job.prompts, conditions=job.conditions)
-    table = conform(pa.Table.from_pandas(sset.samples, preserve_index=False), SAMPLES)
-    stats = dict(sset.stats)
-    stats.update(samples=table.num_rows, manifest_errors=len(sset.errors))
-    errors = sset.errors.reset_index(drop=True)
-    del sset
-    table = sort_image_major(table)
-    gc.collect()
     import io
 
-    import pyarrow.parquet as pq
+    from vlm_eval.datasets import load_samples_table
+    from vlm_eval.pipeline.units import ROW_GROUP_ROWS
 
+    # Compact samples, sorted on a narrow key and written a few row groups at a time:
+    # the same table as load_samples + sort_image_major, in bounded driver memory.
+    sset = load_samples_table(job.dataset, job.prompts, conditions=job.conditions)
+    stats = dict(sset.stats)
+    stats.update(samples=sset.num_rows, manifest_errors=len(sset.errors))
+    errors = sset.errors.reset_index(drop=True)
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-    del table
+    sset.write_parquet(buf, ROW_GROUP_ROWS)
+    del sset
+    gc.collect()
     errs = conform(pa.Table.from_pandas(errors, preserve_index=False), ERRORS) if len(errors) else ERRORS.empty_table()
     storage.write_parquet_atomic(errs, layout.manifest_errors_file)
     storage.write_bytes_atomic(layout.samples_file, buf.getvalue())

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from vlm_eval.config import DatasetConfig, PromptsConfig
@@ -45,8 +47,10 @@ ADAPTERS: dict[str, str] = {
 }
 SAMPLE_TABLE_COLUMNS = SAMPLES.names
 _SOURCE = "_source"
+_KEY = "_prompt_key"  # a sample's row in _Texts (question, question_id, prompts)
 
-__all__ = ["ADAPTERS", "SampleSet", "assign_swaps", "describe_adapters", "get_adapter", "load_samples"]
+__all__ = ["ADAPTERS", "SampleSet", "assign_swaps", "describe_adapters", "get_adapter", "load_samples",
+           "load_samples_table"]
 
 
 def get_adapter(name: str) -> Any:
@@ -142,18 +146,106 @@ def assign_swaps(samples: pd.DataFrame, seed: int = 0) -> tuple[pd.Series, dict[
     return pd.Series(out, index=samples.index, dtype="object"), dict(tiers)
 
 
-def _finalise(samples: pd.DataFrame) -> pd.DataFrame:
+def _missing_mask(values: pd.Series) -> np.ndarray:
+    """``_missing`` per row, without a Python object per cell for Arrow strings and categoricals."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        cats = np.array([_missing(v) for v in values.cat.categories] + [True], dtype=bool)
+        return cats[values.cat.codes.to_numpy()]  # code -1 (missing) -> the trailing True
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        import pyarrow.compute as pc
+
+        arr = values.array.__arrow_array__()
+        # A blank string has no ASCII word character; check only those rows exactly.
+        mask = np.array(pc.fill_null(pc.match_substring_regex(arr, r"^\W*$"), True).to_numpy(), dtype=bool)
+        rows = np.flatnonzero(mask)
+        if len(rows):
+            mask[rows] = [_missing(v) for v in pc.take(arr, rows).to_pylist()]
+        return mask
+    return values.map(_missing).to_numpy(dtype=bool)
+
+
+def _duplicated(values: pd.Series) -> np.ndarray:
+    """``Series.duplicated(keep="first")``; for Arrow strings without a Python object per row."""
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow" and not values.isna().any():
+        import pyarrow.compute as pc
+
+        arr = values.array.__arrow_array__()
+        # A stable sort puts equal ids together, the earliest row first (no hash table
+        # of every id: that held several copies of the column).
+        order = pc.sort_indices(arr)
+        ids = arr.take(order)
+        dup = np.zeros(len(values), dtype=bool)
+        if len(values) > 1:
+            same = pc.equal(ids.slice(1), ids.slice(0, len(values) - 1)).to_numpy()
+            dup[order.to_numpy()[1:][same]] = True
+        return dup
+    return values.duplicated(keep="first").to_numpy(dtype=bool)
+
+
+@dataclass
+class _Texts:
+    """Question, question_id and prompts per distinct prompt key (``_KEY`` of a sample row)."""
+
+    questions: list
+    question_ids: list
+    prompts: list
+
+
+def _all_str(values: pd.Series) -> bool:
+    if values.dtype != object:
+        return True
+    return all(isinstance(v, str) for v in pd.unique(values.dropna()))
+
+
+def _expand(samples: pd.DataFrame, cfg: PromptsConfig, pset) -> tuple[pd.DataFrame, _Texts, dict]:
+    """``prompts.expand`` once per distinct (question, finding, question_id), not per sample
+    (the result depends only on those): samples get a ``_KEY`` column into the returned
+    texts. Rows with their own paraphrases, or keys of several prompt sources, take the
+    per-row path (same result)."""
+    from vlm_eval.prompts import expand
+
+    cols = ["question", "finding", "question_id"]
+    dedupe = len(samples) > 0 and all(_all_str(samples[c]) for c in cols) and (
+        PARAPHRASES not in samples or _missing_mask(samples[PARAPHRASES]).all())
+    if dedupe:
+        key = None
+        for c in cols:
+            codes = pd.factorize(samples[c])[0].astype(np.int64)
+            key = codes if key is None else pd.factorize(key * (int(codes.max()) + 2) + (codes + 1))[0]
+        _, first = np.unique(key, return_index=True)  # key codes are in first-seen order
+        uniq = expand(samples.iloc[first], cfg, pset)
+        sources = dict(uniq.attrs.get("prompt_sources", {}))
+        if len(sources) == 1:
+            texts = _Texts(uniq["question"].tolist(), uniq["question_id"].tolist(), uniq["prompts"].tolist())
+            out = samples.drop(columns=["question", "question_id"]).assign(**{_KEY: key})
+            return out, texts, {next(iter(sources)): len(samples)}
+    full = expand(samples, cfg, pset)
+    pool: dict = {}
+    key = np.fromiter((pool.setdefault((q, i, tuple(p)), len(pool)) for q, i, p in zip(
+        full["question"].tolist(), full["question_id"].tolist(), full["prompts"].tolist())), np.int64, len(full))
+    texts = _Texts([k[0] for k in pool], [k[1] for k in pool], [list(k[2]) for k in pool])
+    out = full.drop(columns=["question", "question_id", "prompts"]).assign(**{_KEY: key})
+    return out, texts, dict(full.attrs.get("prompt_sources", {}))
+
+
+def _finalise(samples: pd.DataFrame, texts: _Texts) -> pd.DataFrame:
     """Exactly the SAMPLES columns; text columns as object with None; prompts as list[str].
 
     Repeated values (an image's URI for each of its findings, the finding's question and
     prompt list, labels, ...) share one Python object: at archive scale (millions of
     samples) one object per cell would multiply the driver's memory.
     """
+    keys = samples[_KEY].tolist()
+    per_key = {"question": texts.questions, "question_id": texts.question_ids}
     cols: dict[str, pd.Series] = {}
     for name in SAMPLE_TABLE_COLUMNS:
         pool: dict = {}
         if name == "prompts":
-            values = [pool.setdefault(tuple(map(str, p)), list(map(str, p))) for p in samples["prompts"]]
+            shared = [pool.setdefault(tuple(map(str, p)), list(map(str, p))) for p in texts.prompts]
+            values = [shared[k] for k in keys]
+        elif name in per_key:
+            shared = [None if _missing(v) else pool.setdefault(str(v), str(v)) for v in per_key[name]]
+            values = [shared[k] for k in keys]
         elif name == "sample_id" and name in samples:
             values = [None if _missing(v) else str(v) for v in samples[name].tolist()]
         elif name in samples:
@@ -171,8 +263,26 @@ def _finalise(samples: pd.DataFrame) -> pd.DataFrame:
 def load_samples(cfg: DatasetConfig, prompts: PromptsConfig, conditions: list[str] | None = None,
                  seed: int = 0) -> SampleSet:
     """Run the adapter, expand prompts, dedupe, limit and assign swaps (see module doc)."""
+    samples, texts, errors, stats = _load(cfg, prompts, conditions, seed)
+    out = _finalise(samples, texts)
+    return SampleSet(samples=out, errors=errors, stats=stats)
+
+
+def load_samples_table(cfg: DatasetConfig, prompts: PromptsConfig, conditions: list[str] | None = None,
+                       seed: int = 0):
+    """``load_samples`` for the driver at archive scale: the same samples, held compactly
+    (codes into distinct values, prompts once per distinct list); ``.write_parquet``
+    writes the SAMPLES table image-major in bounded chunks. See ``_samples_table``."""
+    from vlm_eval.datasets._samples_table import CompactSamples
+
+    samples, texts, errors, stats = _load(cfg, prompts, conditions, seed)
+    return CompactSamples.build(samples, texts, errors, stats)
+
+
+def _load(cfg: DatasetConfig, prompts: PromptsConfig, conditions: list[str] | None,
+          seed: int) -> tuple[pd.DataFrame, _Texts, pd.DataFrame, dict]:
     from vlm_eval.datasets.manifest import default_sample_id
-    from vlm_eval.prompts import expand, load_prompt_set
+    from vlm_eval.prompts import load_prompt_set
 
     conditions = list(conditions) if conditions is not None else ["image", "text_only"]
     pset = load_prompt_set(prompts.set)  # a bad set name stops before the dataset is read
@@ -189,23 +299,23 @@ def load_samples(cfg: DatasetConfig, prompts: PromptsConfig, conditions: list[st
     del sset
     error_parts = [adapter_errors.reindex(columns=ERROR_COLUMNS)]
 
-    no_id = samples["sample_id"].map(_missing)
+    no_id = pd.Series(_missing_mask(samples["sample_id"]), index=samples.index)
     if no_id.any():
         samples.loc[no_id, "sample_id"] = [
             default_sample_id(u, q if not _missing(q) else None, f if not _missing(f) else None)
             for u, q, f in zip(samples.loc[no_id, "image_uri"], samples.loc[no_id, "question"],
                                samples.loc[no_id, "finding"])]
-    nothing = samples["question"].map(_missing) & samples["finding"].map(_missing)
+    nothing = pd.Series(_missing_mask(samples["question"]) & _missing_mask(samples["finding"]), index=samples.index)
     if nothing.any():
         error_parts.append(_error_rows(samples[nothing], "empty_question", lambda sid, src: (
             f"{src or sid}: the sample has neither a question nor a finding to take the question from")))
         samples = samples[~nothing]
 
-    samples = expand(samples, prompts, pset)
-    stats["prompt_sources"] = dict(samples.attrs.get("prompt_sources", {}))
+    samples, texts, sources = _expand(samples, prompts, pset)
+    stats["prompt_sources"] = sources
     stats["prompt_set"] = {"name": pset.name, "version": pset.version, "sha256": pset.sha256}
 
-    dup = samples["sample_id"].duplicated(keep="first")
+    dup = pd.Series(_duplicated(samples["sample_id"]), index=samples.index)
     if dup.any():
         error_parts.append(_error_rows(samples[dup], "duplicate_sample_id", lambda sid, src: (
             f"{src + ': ' if src else ''}sample_id {sid!r} was already used by an earlier row; the first "
@@ -227,10 +337,9 @@ def load_samples(cfg: DatasetConfig, prompts: PromptsConfig, conditions: list[st
         len(e) for e in error_parts) else empty_errors()
     errors = errors.reindex(columns=ERROR_COLUMNS).astype("object")
     errors = errors.where(errors.notna(), None)
-    out = _finalise(samples)
-    stats["samples"] = len(out)
+    stats["samples"] = len(samples)
     stats["errors"] = len(errors)
     stats["errors_by_type"] = {str(k): int(v) for k, v in errors["error_type"].value_counts().items()}
-    stats["input_rows"] = len(out) + len(errors)  # this run's inputs: every one is a sample or an error
+    stats["input_rows"] = len(samples) + len(errors)  # this run's inputs: every one is a sample or an error
     stats["source_rows"] = stats["input_rows"] + stats["limited_out"]
-    return SampleSet(samples=out, errors=errors, stats=stats)
+    return samples.reset_index(drop=True), texts, errors, stats

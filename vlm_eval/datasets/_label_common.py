@@ -335,19 +335,36 @@ def make_sample_set(dataset: str, img: pd.DataFrame, labels: pd.DataFrame, error
         stats["error_rows_not_reported"] = int(len(errors))
         errors = empty_errors()
 
-    base = img[["image_id", "image_uri", "patient_id", "study_id", "split"]].iloc[pos].reset_index(drop=True)
-    slugs = pd.Series(pd.Categorical.from_codes(f_idx, [slugify(f) for f in findings])).astype("str")
+    # Columns repeated per image or per finding are categoricals (codes + one value per
+    # image / finding): at archive scale (millions of samples) a string per cell would
+    # multiply the driver's memory. Only sample_id is one string per sample.
+    def per_image(col: str) -> pd.Categorical:
+        codes, uniques = pd.factorize(img[col].astype("str"))
+        return pd.Categorical.from_codes(codes[pos], uniques)
+
+    def per_finding(values: list[str]) -> pd.Categorical:
+        codes, uniques = pd.factorize(pd.Index(values, dtype="str"))  # two findings may share a slug
+        return pd.Categorical.from_codes(codes[f_idx], uniques)
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    slugs = [slugify(f) for f in findings]
+    text = pa.large_string()  # what pandas' str dtype holds: to_pandas without a copy
+    sample_id = pc.binary_join_element_wise(
+        pa.scalar(dataset, text), pc.take(pa.array(img["image_id"].astype("str"), text, from_pandas=True), pos),
+        pc.take(pa.array(slugs, text), f_idx), pa.scalar(":", text))
     out = pd.DataFrame({
-        "sample_id": dataset + ":" + base["image_id"].astype("str") + ":" + slugs,
-        "dataset": pd.Series(dataset, index=base.index, dtype="str"),
-        "image_uri": base["image_uri"].astype("str"),
-        "question_id": slugs,
-        "question": pd.Series(None, index=base.index, dtype=object),
-        "label": pd.Series(np.array(["no", "yes", None], dtype=object)[np.where(lab < 0, 2, lab)], dtype="str"),
-        "patient_id": base["patient_id"].astype("str"),
-        "study_id": base["study_id"].astype("str"),
-        "finding": pd.Series(pd.Categorical.from_codes(f_idx, findings)).astype("str"),
-        "split": base["split"].astype("str"),
+        "sample_id": sample_id.to_pandas(),
+        "dataset": pd.Categorical.from_codes(np.zeros(len(pos), np.int8), pd.Index([dataset], dtype="str")),
+        "image_uri": per_image("image_uri"),
+        "question_id": per_finding(slugs),
+        "question": pd.Series(None, index=range(len(pos)), dtype=object),
+        "label": pd.Categorical.from_codes(np.where(lab < 0, -1, lab), pd.Index(["no", "yes"], dtype="str")),
+        "patient_id": per_image("patient_id"),
+        "study_id": per_image("study_id"),
+        "finding": per_finding(findings),
+        "split": per_image("split"),
     })[SAMPLE_COLUMNS]
     stats["samples"] = int(len(out))
     counts = np.bincount(f_idx.astype(np.int64) * 3 + np.where(lab < 0, 2, lab), minlength=3 * len(findings))
