@@ -350,3 +350,11 @@ def test_paired_comparison_counts_only_samples_with_a_quadrant_in_both():
     assert (got["dangerous_a_only"], got["dangerous_b_only"]) == (1, 2)
     assert got["mcnemar_flips_p_exact"] == pytest.approx(ref_mcnemar(1, 0)[1])
     assert got["mcnemar_dangerous_p_exact"] == pytest.approx(ref_mcnemar(1, 2)[1])
+    # the seed is honoured: same seed, same interval; another seed, another bootstrap stream
+    again, other = paired_comparison(a, b, n_boot=200, seed=1), paired_comparison(a, b, n_boot=200, seed=2)
+    assert again == got
+    big_a = pd.concat([a.assign(sample_id=a["sample_id"] + f"-{k}", patient_id=a["patient_id"] + f"-{k}") for k in range(8)])
+    big_b = pd.concat([b.assign(sample_id=b["sample_id"] + f"-{k}", patient_id=b["patient_id"] + f"-{k}") for k in range(8)])
+    one, two = paired_comparison(big_a, big_b, n_boot=200, seed=1), paired_comparison(big_a, big_b, n_boot=200, seed=2)
+    assert (one["diff_dangerous_ci_low"], one["diff_dangerous_ci_high"]) != (two["diff_dangerous_ci_low"], two["diff_dangerous_ci_high"])
+    assert other["n"] == got["n"]
