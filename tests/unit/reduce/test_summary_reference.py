@@ -350,6 +350,8 @@ def test_paired_comparison_counts_only_samples_with_a_quadrant_in_both():
     assert (got["dangerous_a_only"], got["dangerous_b_only"]) == (1, 2)
     assert got["mcnemar_flips_p_exact"] == pytest.approx(ref_mcnemar(1, 0)[1])
     assert got["mcnemar_dangerous_p_exact"] == pytest.approx(ref_mcnemar(1, 2)[1])
+    assert got["mcnemar_flips_p_midp"] == pytest.approx(ref_mcnemar(1, 0)[2])
+    assert got["mcnemar_dangerous_p_midp"] == pytest.approx(ref_mcnemar(1, 2)[2])
     # the seed is honoured: same seed, same interval; another seed, another bootstrap stream
     again, other = paired_comparison(a, b, n_boot=200, seed=1), paired_comparison(a, b, n_boot=200, seed=2)
     assert again == got
