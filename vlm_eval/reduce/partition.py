@@ -126,6 +126,16 @@ class Buckets:
             shutil.rmtree(self._dir, ignore_errors=True)
 
 
+def sample_buckets(samples: pa.Table, k: int, chunk: int = 1_000_000) -> np.ndarray:
+    """Bucket of each row of an Arrow samples table (int16, -1 for a null sample_id),
+    hashed a chunk at a time so only ``chunk`` ids are Python objects at once."""
+    col = samples.column("sample_id")
+    out = np.empty(len(col), dtype=np.int16)
+    for lo in range(0, len(col), chunk):
+        out[lo:lo + chunk] = bucket_of(col.slice(lo, chunk), k)
+    return out
+
+
 def split_samples(samples: pd.DataFrame, k: int) -> list[np.ndarray]:
     """Row positions of ``samples`` in each bucket (sorted order kept)."""
     b = bucket_of(samples["sample_id"].to_numpy(dtype=object), k)

@@ -16,6 +16,7 @@ import posixpath
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from vlm_eval import storage
 from vlm_eval.config import TaxonomyConfig
@@ -30,14 +31,16 @@ class ReduceAccountingError(VlmEvalError):
     """samples != quadrant rows + errored samples for some model (a reducer/pipeline bug)."""
 
 
-def errored_table(samples: pd.DataFrame, errs: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+def errored_table(samples: pd.DataFrame, errs: pd.DataFrame, models: list[str],
+                  datasets: list | None = None) -> pd.DataFrame:
     """One row per (model, errored sample_id) with dataset/finding from samples/.
 
     Errors for sample_ids absent from samples/ (e.g. manifest rows that never became
     samples) are attributed to the run's dataset when it has exactly one, else None.
+    datasets: samples/' distinct datasets when ``samples`` holds only some of its rows.
     """
     info = samples.drop_duplicates("sample_id").set_index("sample_id")[["dataset", "finding"]]
-    only = samples["dataset"].dropna().unique()
+    only = samples["dataset"].dropna().unique() if datasets is None else datasets
     frames = []
     for model in models:  # one step per model
         manifest_ids = errs.loc[errs["stage"] == "manifest", "sample_id"].to_numpy(dtype=object)
@@ -136,7 +139,8 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
     ablations = [c for c in conditions if c != "image"] if conditions else None  # None: those in predictions/
     found = files.prediction_files(layout.predictions_dir)
     k = buckets or partition.n_buckets(sum(max(f.rows, 0) for f in found))
-    samples = tables.samples(run_url)
+    samples = tables.compact_samples(run_url)  # Arrow, a bucket's rows become a frame in turn
+    sample_bucket = partition.sample_buckets(samples, k)
     errs = tables.errors(run_url)
     partial = tables.condition_errors(errs)
     models = sorted({f.key for f in found} | set(tables.job_models(info)))
@@ -149,7 +153,12 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
     dropped: dict[str, int] = {}
     unusable: dict[str, int] = {}
     slim = []
-    positions = partition.split_samples(samples, k)
+    n_samples = 0
+    datasets: dict = {}  # distinct datasets of samples/, in order of first sight
+    known = {m: np.zeros(len(errored[m]), dtype=bool) for m in models}  # errored ids found in samples/
+    err_ids = pd.Index(np.concatenate([np.asarray(errored[m], dtype=object) for m in models] + [
+        errs.loc[errs["stage"] == "manifest", "sample_id"].to_numpy(dtype=object)]), dtype=object).dropna().unique()
+    err_info = []  # samples/ rows of errored sample_ids (for errored_table)
     with partition.Buckets(found, k) as parts:
         shared, drop_shared = tables.deduped_predictions(tables.prediction_frame(parts.shared()))
         _add_counts(dropped, drop_shared)
@@ -160,11 +169,16 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
             _add_counts(unusable, _unusable(own))
             preds = pd.concat([own, shared], ignore_index=True) if len(shared) else own
             del own
-            part_samples = samples.iloc[positions[j]].reset_index(drop=True)
+            part_samples = tables.samples_frame(samples.filter(pa.array(sample_bucket == j)))
+            n_samples += len(part_samples)
+            datasets.update(dict.fromkeys(part_samples["dataset"].dropna().unique()))
+            if len(err_ids):
+                err_info.append(part_samples[part_samples["sample_id"].isin(err_ids)])
             for model in models:  # one step per model
                 todo = part_samples[~part_samples["sample_id"].isin(errored[model])]
                 mine = preds[preds["model"] == model]
                 quad = metrics.quadrant_table(todo, mine, taxonomy, ablations)
+                known[model] |= pd.Index(errored[model]).isin(part_samples["sample_id"])
                 violations = accounting_problems(part_samples, quad, errored[model], model)
                 if violations:
                     raise ReduceAccountingError("; ".join(violations))
@@ -173,14 +187,16 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
                 totals[model]["complete"] += int(quad["complete"].sum())
                 totals[model]["rows"] += len(quad)
                 totals[model]["orphan_predictions"] += metrics.orphan_predictions(part_samples, mine)
-                slim.append(quad[[c for c in quad.columns if c in SLIM or c.endswith("_reliant")]].assign(model=model))
+                # a copy: a column selection would keep quad's whole blocks alive until the summary
+                slim.append(quad[[c for c in quad.columns if c in SLIM or c.endswith("_reliant")]].assign(model=model).copy())
             del preds
+    del samples, sample_bucket
     _remove_stale(layout, models, k)
     counts: dict = {}
     n_manifest_errors = tables.manifest_error_count(errs)
     for model in models:
         t = totals[model]
-        unknown_errors = int((~pd.Index(errored[model]).isin(samples["sample_id"])).sum())
+        unknown_errors = int((~known[model]).sum())
         if t["orphan_predictions"]:
             problems.append(f"{model}: {t['orphan_predictions']} prediction rows for sample_ids not in samples/ (ignored)")
         if unknown_errors:
@@ -189,7 +205,7 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
             problems.append(f"{model}: {unusable[model]} prediction rows without an error but with NaN, "
                             "missing or infinite log-probabilities (their samples are incomplete)")
         counts[model] = {
-            "n_samples": int(len(samples)),
+            "n_samples": int(n_samples),
             "complete": t["complete"],
             "incomplete": t["rows"] - t["complete"],
             "errors": int(len(errored[model])) + n_manifest_errors,
@@ -201,7 +217,8 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
         }
     all_quad = pd.concat(slim, ignore_index=True) if slim else pd.DataFrame(columns=SLIM)
     del slim
-    table = summary.summary_table(all_quad, errored_table(samples, errs, models), n_boot, seed)
+    info_rows = pd.concat(err_info, ignore_index=True) if err_info else pd.DataFrame(columns=tables.SAMPLE_COLUMNS)
+    table = summary.summary_table(all_quad, errored_table(info_rows, errs, models, list(datasets)), n_boot, seed)
     notes = summary.notes(all_quad)
     storage.write_parquet_atomic(summary.to_arrow(table), layout.summary_parquet)
     doc = {

@@ -91,7 +91,26 @@ def samples(run_url: str) -> pd.DataFrame:
     Labels are normalised to 'yes'/'no'/None. A duplicated sample_id keeps its
     first row (sorted order) and is reported by ``duplicate_sample_ids``.
     """
-    df = _samples_table(run_url, SAMPLE_COLUMNS).select(SAMPLE_COLUMNS).to_pandas()
+    return samples_frame(_samples_table(run_url, SAMPLE_COLUMNS).select(SAMPLE_COLUMNS))
+
+
+def compact_samples(run_url: str) -> pa.Table:
+    """samples/ as SAMPLE_COLUMNS in Arrow, repeated strings dictionary-encoded: a few bytes
+    per sample and no Python object per cell. ``samples_frame`` of any row subset that
+    holds every row of its sample_ids gives exactly those samples' rows of ``samples``."""
+    table = _samples_table(run_url, SAMPLE_COLUMNS).select(SAMPLE_COLUMNS)
+    for col in ("dataset", "patient_id", "finding", "label"):
+        i = table.schema.get_field_index(col)
+        table = table.set_column(i, col, pc.dictionary_encode(table.column(col)))
+    return table
+
+
+def samples_frame(table: pa.Table) -> pd.DataFrame:
+    """``samples`` of an Arrow table of SAMPLE_COLUMNS (dictionary columns decoded)."""
+    cols = {}
+    for name, col in zip(table.column_names, table.columns):
+        cols[name] = col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
+    df = pa.table(cols).to_pandas()
     for col in ("sample_id", "dataset", "patient_id", "finding"):
         df[col] = _str(df[col])
     label = df["label"].astype(object).where(df["label"].notna(), "").astype(str).str.strip().str.lower()
