@@ -42,8 +42,6 @@ SHARD_SAMPLES = 4096  # samples per prediction shard (a real run: batch_size per
 ERROR_RATE = 1e-4
 
 
-# ------------------------------------------------------------------ data
-
 
 def mimic_prompts(n_variants: int):
     """(findings, prompts[f][v], prompt_ids[f][v]) from the built-in set, MIMIC's 14 labels."""
@@ -163,8 +161,6 @@ def write_run(root: str, n_rows: int, n_variants: int = 6, seed: int = 0) -> dic
             "bytes_on_disk": sum(os.path.getsize(os.path.join(dp, fn)) for dp, _, fns in os.walk(root) for fn in fns)}
 
 
-# ------------------------------------------------------------------ the naive way
-
 
 def naive_quadrants(run_dir: str):
     """The straightforward pandas way: merge, then groupby-apply a Python function per sample."""
@@ -201,8 +197,6 @@ def naive_quadrants(run_dir: str):
     del shares, np
     return quad
 
-
-# ------------------------------------------------------------------ children (fresh processes)
 
 
 def _child(kind: str, run_dir: str, profile_out: str | None, buckets: int | None = None) -> None:
@@ -293,8 +287,6 @@ def profile_summary(path: str, top: int = 18) -> list[dict]:
     by_cum = sorted(mine, key=lambda r: -r["cumtime_s"])[:top]
     return {"by_tottime": by_tot, "by_cumtime_vlm_eval": by_cum}
 
-
-# ------------------------------------------------------------------ main
 
 
 def main() -> None:

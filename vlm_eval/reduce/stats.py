@@ -29,7 +29,6 @@ def cluster_codes(patient_id, sample_id) -> np.ndarray:
     An empty or blank patient_id is unknown (else every such sample would form one giant
     cluster)."""
     pid = pd.Series(np.asarray(patient_id, dtype=object))
-    sid = pd.Series(np.asarray(sample_id, dtype=object))
     # The codes of factorize(sort=True) on the keys "p:<patient>" / "s:<sample>", without
     # building them: every "p:" key sorts before every "s:" key, and within a prefix the
     # order is that of the ids themselves.
@@ -37,7 +36,9 @@ def cluster_codes(patient_id, sample_id) -> np.ndarray:
     if has.any():
         has[has] = pid[has].astype(str).str.strip().ne("").to_numpy()
     p_codes, p_uniques = pd.factorize(pid[has].astype(str), sort=True)
-    s_codes, _ = pd.factorize(sid[~has].astype(str), sort=True)
+    # only the ids without a patient become Python strings
+    sid = sample_id[~has] if isinstance(sample_id, pd.Series) else np.asarray(sample_id, dtype=object)[~has]
+    s_codes, _ = pd.factorize(pd.Series(np.asarray(sid, dtype=object)).astype(str), sort=True)
     codes = np.empty(len(pid), dtype=np.int64)
     codes[has] = p_codes
     codes[~has] = np.where(s_codes >= 0, s_codes + len(p_uniques), -1)

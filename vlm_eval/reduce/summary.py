@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from vlm_eval.reduce import stats
 from vlm_eval.schema import QUADRANTS, SUMMARY_COLUMNS
@@ -108,11 +110,26 @@ def ratio_inputs(complete: pd.DataFrame, codes: np.ndarray, n_clusters: int) -> 
     return names, num, den
 
 
-def summary_row(rows: pd.DataFrame, n_errors: int, n_boot: int, seed) -> dict:
-    """The summary statistics of one group's quadrant rows (all columns but the keys)."""
-    keep = np.flatnonzero(_bool(rows["complete"])) if len(rows) else np.zeros(0, np.int64)
-    sid = rows["sample_id"].to_numpy(dtype=object)[keep]
-    order = np.argsort(pd.Series(sid, dtype=object).fillna("").to_numpy(dtype=str), kind="stable") if len(keep) else keep
+def _sample_order(sample_id: pd.Series) -> np.ndarray:
+    """Stable order of rows by sample_id (null as ""); Arrow-backed strings are sorted by
+    Arrow (byte order of UTF-8 = code point order) without a Python object per row."""
+    dtype = sample_id.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        arr = pc.fill_null(pa.array(sample_id), "")
+        return pc.sort_indices(arr).to_numpy().astype(np.int64)  # a stable sort
+    return np.argsort(pd.Series(sample_id.to_numpy(dtype=object), dtype=object).fillna("").to_numpy(dtype=str),
+                      kind="stable")
+
+
+def summary_row(rows: pd.DataFrame, n_errors: int, n_boot: int, seed, pos: np.ndarray | None = None) -> dict:
+    """The summary statistics of one group's quadrant rows (all columns but the keys).
+
+    pos: the group's row positions in ``rows`` (None: all rows); only its complete rows
+    are copied."""
+    pos = np.arange(len(rows)) if pos is None else pos
+    n_rows = len(pos)
+    keep = pos[_bool(rows["complete"].take(pos))] if n_rows else np.zeros(0, np.int64)
+    order = _sample_order(rows["sample_id"].take(keep)) if len(keep) else keep
     complete = rows.take(keep[order])  # in sample_id order: row order never changes a CI
     # clusters numbered by first appearance (bootstrap_ratios' order), summed per cluster first
     codes, uniques = pd.factorize(stats.cluster_codes(complete["patient_id"], complete["sample_id"]))
@@ -122,7 +139,7 @@ def summary_row(rows: pd.DataFrame, n_errors: int, n_boot: int, seed) -> dict:
     low, high = _wilson_where_collapsed(names, with_ci, num.sum(0), den.sum(0), est, low, high)
     out: dict = {
         "n": int(len(complete)),
-        "n_incomplete": int(len(rows) - len(complete)),
+        "n_incomplete": int(n_rows - len(complete)),
         "n_errors": int(n_errors),
         "n_labelled": int(complete["correct"].notna().sum()) if len(complete) else 0,
     }
@@ -206,9 +223,8 @@ def summary_table(quadrants: pd.DataFrame, errored: pd.DataFrame, n_boot: int = 
         for key, pos in _group_positions(keys, by_finding):
             model, dataset = key[0], key[1]
             finding = key[2] if by_finding else None
-            rows = q.take(pos[pos < n_q])
             n_err = int(e["sample_id"].take(pos[pos >= n_q] - n_q).nunique())
-            row = summary_row(rows, n_err, n_boot, stats.seed_for(seed, model, dataset, finding))
+            row = summary_row(q, n_err, n_boot, stats.seed_for(seed, model, dataset, finding), pos=pos[pos < n_q])
             records.append({"model": model, "dataset": dataset, "finding": finding, **row})
     columns = SUMMARY_COLUMNS + [c for c in EXTRA_COLUMNS if c not in SUMMARY_COLUMNS] + ablation_summary_columns(quadrants)
     table = pd.DataFrame.from_records(records, columns=columns)
