@@ -5,6 +5,8 @@ the ``*_FILE`` schemas below are what a shard file holds.
 """
 from __future__ import annotations
 
+import hashlib
+
 import pyarrow as pa
 
 # The with-image condition; every condition ("image" plus ablations) is in the
@@ -106,3 +108,9 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         else:
             cols.append(pa.nulls(len(table), f.type))
     return pa.Table.from_arrays(cols, schema=schema)
+
+
+def image_partition(uri: str) -> str:
+    """The partition (2 hex digits) of an image URI: samples/ are ordered by it (then URI,
+    sample_id) and the prediction cache is split by it, so both sides must agree."""
+    return hashlib.sha256(uri.encode("utf-8", "surrogatepass")).hexdigest()[:2]

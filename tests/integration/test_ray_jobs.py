@@ -134,9 +134,12 @@ def _submit(url: str, runtime_env: Path, job: Path, sid: str, *extra: str) -> tu
     env = _env()
     cmd = [RAY, "job", "submit", "--address", url, "--submission-id", sid, "--runtime-env", str(runtime_env),
            "--no-wait", "--", "python", "jobs/submit.py", str(job), *extra]
-    for _ in range(4):  # a loaded 2-core box can miss the client's connection check: it submits nothing, retry
+    # On a loaded 2-core box the head may answer before its job agent is up ("No available agent
+    # ... try again later") or miss the client's connection check; either way nothing was submitted.
+    not_ready = ("Failed to connect to Ray at address", "No available agent to submit job")
+    for _ in range(24):
         res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-        if res.returncode == 0 or "Failed to connect to Ray at address" not in res.stderr:
+        if res.returncode == 0 or not any(m in res.stderr for m in not_ready):
             break
         time.sleep(5)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vlm_eval.schema import SAMPLES
+from vlm_eval.schema import SAMPLES, image_partition
 from vlm_eval.values import is_missing
 
 CHUNK_ROW_GROUPS = 16  # row groups materialised at once while writing
@@ -73,10 +73,8 @@ def _plain(series: pd.Series) -> pa.Array:
 def image_major_order(uri: _Coded, sample_id: pa.Array) -> np.ndarray:
     """Row order of ``pipeline.units.sort_image_major`` ((partition of URI, URI,
     sample_id), nulls last, stable), computed on one rank per distinct URI."""
-    from vlm_eval.pipeline.cache_store import partition_of
-
     values = pa.concat_arrays([uri.values, pa.nulls(1, pa.string())])  # the last entry stands for null
-    parts = pa.array([partition_of(u or "") for u in values.to_pylist()], pa.string())
+    parts = pa.array([image_partition(u or "") for u in values.to_pylist()], pa.string())
     order = pc.sort_indices(pa.table({"p": parts, "u": values}), sort_keys=[("p", "ascending"),
                                                                           ("u", "ascending")]).to_numpy()
     p_sorted, u_sorted = parts.take(order).to_pylist(), values.take(order).to_pylist()

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from vlm_eval import storage
+from vlm_eval.schema import image_partition
 
 N_PARTS = 256
 TEXT_PART = "tx"
@@ -34,8 +35,7 @@ _LRU_PARTS = 8
 _lru: OrderedDict = OrderedDict()
 
 
-def partition_of(uri: str) -> str:
-    return hashlib.sha256(uri.encode("utf-8", "surrogatepass")).hexdigest()[:2]
+partition_of = image_partition  # one rule for samples/ order and cache partitions (schema.py)
 
 
 def part_dir(root: str, part: str) -> str:
