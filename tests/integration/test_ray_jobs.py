@@ -73,7 +73,12 @@ def head(tmp_path):
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=3", "--object-store-memory=536870912",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-         f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1", "--disable-usage-stats"],
+         f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+         # Own agent ports: in the suite another Ray (the session's local one) already holds the
+         # default dashboard-agent port, and a head whose agent cannot bind it has no job agent.
+         *(f"--{flag}={_free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                   "metrics-export-port", "runtime-env-agent-port",
+                                                   "ray-client-server-port"))],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_env(), start_new_session=True)
     log.close()
     url = f"http://127.0.0.1:{dash}"
@@ -134,12 +139,14 @@ def _submit(url: str, runtime_env: Path, job: Path, sid: str, *extra: str) -> tu
     env = _env()
     cmd = [RAY, "job", "submit", "--address", url, "--submission-id", sid, "--runtime-env", str(runtime_env),
            "--no-wait", "--", "python", "jobs/submit.py", str(job), *extra]
-    # On a loaded 2-core box the head may answer before its job agent is up ("No available agent
-    # ... try again later") or miss the client's connection check; either way nothing was submitted.
+    # On a loaded 2-core box (or a fresh venv, compiling Ray's dashboard modules on first import)
+    # the head may answer before its job agent is up ("No available agent ... try again later") or
+    # miss the client's connection check; either way nothing was submitted. The CLI prints either
+    # message on stdout or stderr.
     not_ready = ("Failed to connect to Ray at address", "No available agent to submit job")
     for _ in range(24):
         res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-        if res.returncode == 0 or not any(m in res.stderr for m in not_ready):
+        if res.returncode == 0 or not any(m in res.stdout + res.stderr for m in not_ready):
             break
         time.sleep(5)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
