@@ -13,8 +13,6 @@ rescores every request; changing only the model's ``name`` (a label, left out of
 """
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import os
 
@@ -22,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from job_edits import tree_digest, with_value
 from planted import make_job, write_case
 from vlm_eval.cli import main
 from vlm_eval.config import validate_job
@@ -29,25 +28,6 @@ from vlm_eval.errors import InputError
 from vlm_eval.run import run_job
 
 pytestmark = pytest.mark.slow
-
-
-def _with(data: dict, path: str, value) -> dict:
-    """A deep copy of ``data`` with the dotted ``path`` set (``models.0.options`` ...)."""
-    out = copy.deepcopy(data)
-    *parents, last = path.split(".")
-    node = out
-    for p in parents:
-        node = node[int(p)] if isinstance(node, list) else node[p]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-    return out
-
-
-def _tree_digest(folder) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +60,7 @@ def _changed(root, base: dict, change: str) -> dict:
     path, value = {**DATA_CHANGES, **MODEL_CHANGES}[change]
     if path == "dataset.manifest":
         value = str(root / value)
-    data = _with(base, path, value)
+    data = with_value(base, path, value)
     assert data != base
     return data
 
@@ -89,26 +69,26 @@ def _changed(root, base: dict, change: str) -> dict:
 def test_resume_refuses_a_changed_job(first_run, change, capsys):
     root, base = first_run
     run = root / "runs" / "planted-1"
-    before = _tree_digest(run)
+    before = tree_digest(run)
     data = _changed(root, base, change)
     with pytest.raises(InputError) as info:
         run_job(validate_job(data))
     assert "planted-1" in str(info.value) or str(run) in str(info.value)
-    assert _tree_digest(run) == before, "a refused resume changed the run folder"
+    assert tree_digest(run) == before, "a refused resume changed the run folder"
     job_file = root / f"job-{change}.yaml"
     job_file.write_text(yaml.safe_dump(data))
     code = main(["run", str(job_file)])
     err = capsys.readouterr().err
     assert code == 2, err[-2000:]
     assert "Traceback" not in err and "run_id" in err
-    assert _tree_digest(run) == before
+    assert tree_digest(run) == before
 
 
 def test_resume_accepts_the_same_job_and_a_changed_error_budget(first_run):
     root, base = first_run
     run = root / "runs" / "planted-1"
     quads = pd.read_parquet(run / "quadrants").sort_values("sample_id").reset_index(drop=True)
-    for data in (base, _with(base, "failure.max_error_fraction", 0.25)):
+    for data in (base, with_value(base, "failure.max_error_fraction", 0.25)):
         result = run_job(validate_job(data))
         assert result.status == "succeeded"
         assert result.counts["models"]["scripted"]["units_scored"] == 0  # nothing rescored, nothing mixed
@@ -131,14 +111,14 @@ def cached_base(tmp_path_factory, ray_local):
 @pytest.mark.parametrize("change", list(MODEL_CHANGES))
 def test_cache_key_covers_every_model_field_that_changes_a_score(cached_base, change):
     root, base, n = cached_base
-    data = _with(_changed(root, base, change), "run_id", f"c-{change}")
+    data = with_value(_changed(root, base, change), "run_id", f"c-{change}")
     got = run_job(validate_job(data)).counts["models"]["scripted"]
     assert (got["requests_cached"], got["requests_scored"]) == (0, n), got
 
 
 def test_cache_reuses_every_score_when_only_the_model_name_changes(cached_base):
     root, base, n = cached_base
-    data = _with(_with(base, "models.0.name", "renamed"), "run_id", "c-renamed")
+    data = with_value(with_value(base, "models.0.name", "renamed"), "run_id", "c-renamed")
     got = run_job(validate_job(data)).counts["models"]["renamed"]
     assert (got["requests_cached"], got["requests_scored"]) == (n, 0), got
     # and the reused scores are the original ones, row for row

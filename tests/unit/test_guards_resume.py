@@ -9,13 +9,13 @@ The same guard on a run with real scores: tests/integration/test_guards_resume_c
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 
 import pandas as pd
 import pytest
 import yaml
 
+from job_edits import tree_digest, with_value
 from vlm_eval.cli import main
 from vlm_eval.config import validate_job
 from vlm_eval.errors import InputError, JobFailedError
@@ -34,24 +34,6 @@ CHANGES = {
     "model_lora": ("models.0.lora", "/models/adapter", "lora"),
     "model_options": ("models.0.options", {"default": -0.25}, "options"),
 }
-
-
-def _set(data: dict, path: str, value) -> dict:
-    out = copy.deepcopy(data)
-    *parents, last = path.split(".")
-    node = out
-    for p in parents:
-        node = node[int(p)] if isinstance(node, list) else node[p]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-    return out
-
-
-def _digest(folder) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -76,26 +58,26 @@ def failed_run(tmp_path_factory):
 
 def _changed(root, data, change):
     path, value, _ = CHANGES[change]
-    return _set(data, path, str(root / "manifest-copy.csv") if value == "COPY" else value)
+    return with_value(data, path, str(root / "manifest-copy.csv") if value == "COPY" else value)
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_resume_refuses_each_change_and_names_it(failed_run, change, capsys):
     root, data = failed_run
     run = root / "runs" / "g-1"
-    before = _digest(run)
+    before = tree_digest(run)
     new = _changed(root, data, change)
     with pytest.raises(InputError) as info:
         run_job(validate_job(new))
     message = str(info.value)
     assert CHANGES[change][2] in message and "g-1" in message, message
-    assert _digest(run) == before, "a refused resume wrote into the run folder"
+    assert tree_digest(run) == before, "a refused resume wrote into the run folder"
     job_file = root / f"job-{change}.yaml"
     job_file.write_text(yaml.safe_dump(new))
     assert main(["run", str(job_file)]) == 2
     err = capsys.readouterr().err
     assert CHANGES[change][2] in err and "Traceback" not in err, err[-2000:]
-    assert _digest(run) == before
+    assert tree_digest(run) == before
 
 
 def test_each_model_change_is_refused_alone(failed_run):
