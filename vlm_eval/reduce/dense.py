@@ -7,11 +7,14 @@ array of *row numbers* into the deduplicated predictions (-1 = no row), so per-s
 values are row-wise reductions and text-only rows stored once per prompt_id join by a
 prompt-code lookup, never a string join.
 
-The result equals ``metrics.variant_table`` + ``metrics.sample_aggregates`` +
-``metrics.incomplete_reason`` (``tests/unit/reduce/test_reduce_equivalence.py``). Where
-the dense layout cannot represent the input (two rows in one cell, which
-``rows.conflicting_rows`` removes beforehand, or repeated sample_ids in ``samples``)
-the builders return None and ``metrics`` takes the frame path.
+The result equals the join-based reference of ``tests/unit/reduce/frame_reference.py``
+(``variant_table`` + ``sample_aggregates`` + ``incomplete_reason``) and the per-sample
+reference of ``tests/unit/reduce/test_reduce_equivalence.py``. Where the dense layout
+cannot represent the input (two rows in one cell, or repeated sample_ids in ``samples``)
+the builders return None; ``metrics.quadrant_table`` then resolves conflicting rows
+(``rows.conflicting_rows``) and tries again, and raises ValueError if it still does not
+fit (repeated sample_ids, or several models' rows in one call: ``reduce_run`` passes
+neither).
 """
 from __future__ import annotations
 
@@ -117,7 +120,7 @@ def cell_values(cells: np.ndarray, ok: np.ndarray, m: np.ndarray) -> tuple[np.nd
 
 
 def aggregates(img: np.ndarray, abl: np.ndarray, ok: np.ndarray, m: np.ndarray) -> pd.DataFrame:
-    """Per sample (positional): AGG_COLUMNS, as ``metrics.sample_aggregates`` after
+    """Per sample (positional): AGG_COLUMNS, as ``frame_reference.sample_aggregates`` after
     reindexing (booleans False and counts 0 where a sample has no variants)."""
     i_ok, i_yes, i_m = cell_values(img, ok, m)
     a_ok, a_yes, a_m = cell_values(abl, ok, m)
@@ -141,7 +144,7 @@ def _variant_list(mask_row: np.ndarray) -> str:
 def incomplete_reasons(img: np.ndarray, abl: np.ndarray, ok: np.ndarray, preds: pd.DataFrame,
                        n_variants: np.ndarray, todo: np.ndarray, ablation: str) -> np.ndarray:
     """Why each sample in ``todo`` (bool, positional) is incomplete, as
-    ``metrics.incomplete_reason`` words it; None elsewhere."""
+    ``frame_reference.incomplete_reason`` words it; None elsewhere."""
     out = np.full(len(n_variants), None, dtype=object)
     idx = np.flatnonzero(todo)
     if not len(idx):

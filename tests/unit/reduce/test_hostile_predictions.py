@@ -115,17 +115,35 @@ def test_dedupe_rerun_shards_keep_the_latest_attempt_whatever_the_file_names(tmp
 def test_dedupe_two_prompt_ids_for_variant_0_is_incomplete_not_a_crash():
     rows = preds("s", [1, 1, 1], [-1, -1, -1])
     rows.append(dict(rows[0], prompt_id="other-prompt"))  # variant 0 scored twice, different prompts
-    for path in ("dense", "frame"):  # the frame path used to raise InvalidIndexError
+    for path in ("dense", "frame"):  # the frame reference used to raise InvalidIndexError
         if path == "frame":
-            from vlm_eval.reduce import metrics
+            from frame_reference import frame_quadrant_table
 
             deduped, _ = deduped_predictions(preds_frame(rows))
-            q = metrics.frame_quadrant_table(samples_frame([sample("s")]), deduped, TAX, []).set_index("sample_id")
+            q = frame_quadrant_table(samples_frame([sample("s")]), deduped, TAX, []).set_index("sample_id")
         else:
             q = table([sample("s")], rows)
         assert q.loc["s", "complete"] == False, path  # noqa: E712
         assert "2 image predictions for variant 0 with different prompt_ids (other-prompt, s-v0)" in \
             q.loc["s", "incomplete_reason"], path
+
+
+def test_repeated_sample_id_is_a_clear_error_not_a_silent_fallback():
+    # the dense layout cannot hold a sample_id twice; reduce_run dedupes samples/ first
+    rows = preds("s", [1, 1, 1], [-1, -1, -1]) + preds("t", [1, 1, 1], [-1, -1, -1])
+    twice = [sample("s"), sample("t"), sample("t", finding="nodule"), sample("s")]
+    with pytest.raises(ValueError, match=r"^quadrant_table: samples repeats sample_id 't' \(2 repeated in all\); "
+                       r"give each sample once \(reduce_run dedupes samples/ first, keeping the first row\)$"):
+        table(twice, rows)
+
+
+def test_two_models_in_one_call_is_a_clear_error():
+    # conflicting_rows keys on the model, so the same cell of two models stays two rows
+    deduped, _ = deduped_predictions(pd.concat([preds_frame(preds("s", [1, 1, 1], [-1, -1, -1]), model=m)
+                                                for m in ("m2", "m1")], ignore_index=True))
+    with pytest.raises(ValueError, match=r"^quadrant_table: predictions of models \['m1', 'm2'\] in one call; "
+                       r"pass one model's predictions at a time \(as reduce_run does\)$"):
+        quadrant_table(samples_frame([sample("s")]), deduped, TAX)
 
 
 def test_dedupe_variant_1_twice_and_variant_2_missing_is_incomplete():

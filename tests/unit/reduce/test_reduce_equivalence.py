@@ -12,7 +12,8 @@ import pytest
 
 from reduce_builders import preds_frame
 from vlm_eval.config import TaxonomyConfig
-from vlm_eval.reduce import deduped_predictions, metrics, quadrant_table
+from frame_reference import frame_quadrant_table
+from vlm_eval.reduce import deduped_predictions, quadrant_table
 
 FINDINGS = ["effusion", "nodule", "edema"]
 
@@ -213,5 +214,5 @@ def test_quadrant_table_equals_reference(rule):
         ref = ref_quadrants(samples, mine, "text_only", rule, ["blank"])
         got = quadrant_table(samples, mine, tax, ["text_only", "blank"])
         assert_same(got, ref)
-        pd.testing.assert_frame_equal(got, metrics.frame_quadrant_table(samples, mine, tax, ["blank"]))
+        pd.testing.assert_frame_equal(got, frame_quadrant_table(samples, mine, tax, ["blank"]))
         pd.testing.assert_frame_equal(got, quadrant_table(samples, as_read[as_read["model"] == model], tax, ["text_only", "blank"]))

@@ -24,9 +24,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from reduce_builders import preds_frame, samples_frame, sample, write_run
+from frame_reference import frame_quadrant_table
 from test_reduce_equivalence import assert_same, ref_quadrants
 from vlm_eval.config import TaxonomyConfig
-from vlm_eval.reduce import deduped_predictions, metrics, quadrant_table, reduce_run
+from vlm_eval.reduce import deduped_predictions, quadrant_table, reduce_run
 
 # derandomize: the same examples on every run (CI-stable); each reduce_run example costs ~1 s.
 # Under mutmut (which sets MUTANT_UNDER_TEST) each mutant reruns the test: fewer examples and
@@ -164,7 +165,7 @@ def test_dense_path_equals_the_reference(case, rule):
         ref = ref_quadrants(samples_df, kept, "text_only", rule, ["blank"])
         assert_same(got, ref)
         # the general (join-based) path, taken where the dense layout does not fit, agrees too
-        pd.testing.assert_frame_equal(got, metrics.frame_quadrant_table(samples_df, kept, tax, ["blank"]))
+        pd.testing.assert_frame_equal(got, frame_quadrant_table(samples_df, kept, tax, ["blank"]))
 
 
 @FOLDER_SETTINGS
