@@ -66,12 +66,6 @@ def condition_mask(preds: pd.DataFrame, condition: str) -> np.ndarray:
     return (c == hit[0]) if len(hit) else np.zeros(len(preds), bool)
 
 
-def variant_width(samples: pd.DataFrame) -> int:
-    """Columns of the dense layout: max n_variants (at least 1)."""
-    n = samples["n_variants"].to_numpy(dtype=np.int64)
-    return max(int(n.max()) if len(n) else 0, 1)
-
-
 def cell_rows(mask: np.ndarray, pos: np.ndarray, variant: np.ndarray, n_variants: np.ndarray) -> np.ndarray | None:
     """(n_samples, width) row numbers of the rows in ``mask`` placed at (sample, variant)
     for variant in 0..n_variants-1 (-1 = none); None if a cell gets two rows."""

@@ -191,7 +191,7 @@ def quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: Taxonom
 
 def _misfit(samples: pd.DataFrame, preds: pd.DataFrame) -> str:
     """Why the dense layout cannot hold the input even after ``conflicting_rows``."""
-    ids = pd.Series(samples["sample_id"].to_numpy(dtype=object))
+    ids = samples["sample_id"]
     repeated = ids[ids.duplicated()].unique().tolist()
     if repeated:
         return (f"quadrant_table: samples repeats sample_id {repeated[0]!r} ({len(repeated)} repeated in all); "
