@@ -76,20 +76,12 @@ def extra_ablations(preds: pd.DataFrame, taxonomy: TaxonomyConfig, ablations: li
 def ablation_columns(agg: pd.DataFrame, n: np.ndarray, ablation: str, rule: str) -> pd.DataFrame:
     """``A_prediction, A_margin, A_reliant, A_margin_shift`` for ablation A = ``ablation``.
 
-    agg: ``sample_aggregates`` of A's variant table, one row per sample (positional);
+    agg: ``dense.aggregates`` of A's cells, one row per sample (positional);
     one output row per sample (RangeIndex); see the module docstring.
     """
-    agg = agg.copy()
-    for col in ("img_ok", "img_yes", "abl_ok", "abl_yes"):
-        agg[col] = agg[col].eq(True)
-    agg = agg.assign(n_variants=n)
-    has_img, has_abl = agg["img_ok"].to_numpy(), agg["abl_ok"].to_numpy()
-    if rule == "original":
-        defined = has_img & has_abl
-    else:
-        counts = agg[["n_img_ok", "n_abl_ok"]].fillna(0).to_numpy(dtype=np.int64)
-        defined = (n > 0) & (counts[:, 0] == n) & (counts[:, 1] == n)
-    reliant = image_reliant(agg, agg["n_variants"], rule).to_numpy(dtype=bool)
+    has_img, has_abl = agg["img_ok"].to_numpy(dtype=bool), agg["abl_ok"].to_numpy(dtype=bool)
+    defined = has_img & has_abl if rule == "original" else complete_mask(agg, n)
+    reliant = image_reliant(agg, n, rule).to_numpy(dtype=bool)
     m_img = np.where(has_img, agg["img_margin"].to_numpy(dtype=float), np.nan)
     m_abl = np.where(has_abl, agg["abl_margin"].to_numpy(dtype=float), np.nan)
     return pd.DataFrame(
@@ -104,25 +96,21 @@ def ablation_columns(agg: pd.DataFrame, n: np.ndarray, ablation: str, rule: str)
 
 def complete_mask(agg: pd.DataFrame, n: np.ndarray) -> np.ndarray:
     """True where every variant is usable with the image and under the ablation."""
-    counts = agg[["n_img_ok", "n_abl_ok"]].fillna(0).to_numpy(dtype=np.int64)
-    return (n > 0) & (counts[:, 0] == n) & (counts[:, 1] == n)
+    return (n > 0) & (agg["n_img_ok"].to_numpy() == n) & (agg["n_abl_ok"].to_numpy() == n)
 
 
 def quadrant_columns(samples: pd.DataFrame, agg: pd.DataFrame, reasons: np.ndarray, taxonomy: TaxonomyConfig) -> pd.DataFrame:
-    """The QUADRANT_COLUMNS (minus ``model``) from per-sample aggregates (positional)."""
+    """The QUADRANT_COLUMNS (minus ``model``) from per-sample aggregates (``dense.aggregates``,
+    positional: integer counts, boolean flags)."""
     n = samples["n_variants"].to_numpy(dtype=np.int64)
-    agg = agg.assign(n_variants=n)
-    counts = agg[["n_img_ok", "n_abl_ok", "flips"]].fillna(0).to_numpy(dtype=np.int64)
     complete = complete_mask(agg, n)
     reasons = np.where(n == 0, "no prompt variants in samples/", np.asarray(reasons, dtype=object))
-    flips = counts[:, 2]
+    flips = agg["flips"].to_numpy(dtype=np.int64)
     measured = complete & (n > 1)  # one variant: nothing to be consistent with (not measured)
     consistent = pd.Series(flips == 0, index=agg.index)
-    for col in ("img_ok", "img_yes", "abl_ok", "abl_yes"):
-        agg[col] = agg[col].eq(True)
-    reliant = image_reliant(agg, agg["n_variants"], taxonomy.reliance)
-    has_pred = agg["img_ok"].to_numpy()
-    has_abl = agg["abl_ok"].to_numpy()
+    reliant = image_reliant(agg, n, taxonomy.reliance)
+    has_pred = agg["img_ok"].to_numpy(dtype=bool)
+    has_abl = agg["abl_ok"].to_numpy(dtype=bool)
     pred = _nullable(np.where(agg["img_yes"], "yes", "no"), has_pred)
     label = samples["label"].to_numpy(dtype=object)
     known = has_pred & pd.notna(label)

@@ -145,6 +145,17 @@ def object_strings(preds: pd.DataFrame) -> pd.DataFrame:
     return preds.assign(**{c: preds[c].astype(object).where(preds[c].notna(), None) for c in cols})
 
 
+def per_sample(agg: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
+    """``agg`` in the order of ``ids`` as ``dense.aggregates`` gives it: a sample without
+    variants (absent from ``agg``) counts 0 and is not ok / not yes."""
+    agg = agg.reindex(ids)
+    for col in ("n_img_ok", "n_abl_ok", "n_yes_img", "n_yes_abl", "n_agree", "flips"):
+        agg[col] = agg[col].fillna(0).astype(np.int64)
+    for col in ("img_ok", "img_yes", "abl_ok", "abl_yes"):
+        agg[col] = agg[col].eq(True)
+    return agg
+
+
 def frame_quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: TaxonomyConfig,
                          extras: list[str]) -> pd.DataFrame:
     """``metrics.quadrant_table`` by joins of variant tables."""
@@ -152,10 +163,11 @@ def frame_quadrant_table(samples: pd.DataFrame, preds: pd.DataFrame, taxonomy: T
     n = samples["n_variants"].to_numpy(dtype=np.int64)
     ids = samples["sample_id"]
     vt = variant_table(samples, scored, taxonomy.ablation)
-    agg = sample_aggregates(vt).reindex(ids)
+    agg = per_sample(sample_aggregates(vt), ids)
     reasons = incomplete_reason(vt, taxonomy.ablation).reindex(ids).to_numpy(dtype=object)
     table = quadrant_columns(samples, agg, reasons, taxonomy)
-    cols = [ablation_columns(sample_aggregates(variant_table(samples, scored, a)).reindex(ids), n, a, taxonomy.reliance)
+    cols = [ablation_columns(per_sample(sample_aggregates(variant_table(samples, scored, a)), ids), n, a,
+                             taxonomy.reliance)
             for a in extras]
     return pd.concat([table, *cols], axis=1) if cols else table
 
