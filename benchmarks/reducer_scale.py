@@ -4,6 +4,8 @@
     python benchmarks/reducer_scale.py --quick    # 200 k and 1 M rows
     python benchmarks/reducer_scale.py --rows 1e7 3e7 --one-pass   # + the one-pass reduce side by side
     python benchmarks/reducer_scale.py --profile  # + cProfile of reduce_run at the smallest size
+    python benchmarks/reducer_scale.py --rows 1e7 3e7 --no-naive --lock /tmp/team/bench.lock
+        # the 10 M child under flock (timed), the 30 M one beside it (memory only)
 
 ``reduce_run`` reduces by buckets of samples (``vlm_eval.reduce.partition``: K from the
 row count, ~1.5 M prediction rows per bucket) so its peak memory stays bounded;
@@ -42,7 +44,6 @@ SHARD_SAMPLES = 4096  # samples per prediction shard (a real run: batch_size per
 ERROR_RATE = 1e-4
 
 
-
 def mimic_prompts(n_variants: int):
     """(findings, prompts[f][v], prompt_ids[f][v]) from the built-in set, MIMIC's 14 labels."""
     from vlm_eval.config import DEFAULT_SYSTEM
@@ -59,22 +60,17 @@ def mimic_prompts(n_variants: int):
 def _attempt(n: int) -> dict:
     """The shard's ``attempt`` column (run.json attempt 1) where the schema has one."""
     import pyarrow as pa
-
     from vlm_eval.schema import PREDICTIONS_FILE
-
     return {"attempt": pa.array([1] * n, pa.int64())} if "attempt" in PREDICTIONS_FILE.names else {}
 
 
 def write_run(root: str, n_rows: int, n_variants: int = 6, seed: int = 0) -> dict:
     """A run folder with ~n_rows prediction rows; returns its shape."""
     import hashlib
-
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-
     from vlm_eval.schema import PREDICTIONS_FILE, SAMPLES
-
     findings, prompts, pids = mimic_prompts(n_variants)
     n_text = N_FINDINGS * n_variants
     n_samples = max(N_FINDINGS, (n_rows - n_text) // n_variants)
@@ -161,7 +157,6 @@ def write_run(root: str, n_rows: int, n_variants: int = 6, seed: int = 0) -> dic
             "bytes_on_disk": sum(os.path.getsize(os.path.join(dp, fn)) for dp, _, fns in os.walk(root) for fn in fns)}
 
 
-
 def naive_quadrants(run_dir: str):
     """The straightforward pandas way: merge, then groupby-apply a Python function per sample."""
     import numpy as np
@@ -196,7 +191,6 @@ def naive_quadrants(run_dir: str):
     shares = quad[quad["complete"]].groupby("finding")["quadrant"].value_counts(normalize=True)
     del shares, np
     return quad
-
 
 
 def _child(kind: str, run_dir: str, profile_out: str | None, buckets: int | None = None) -> None:
@@ -241,8 +235,8 @@ def _child(kind: str, run_dir: str, profile_out: str | None, buckets: int | None
 
 
 def run_child(kind: str, run_dir: str, profile_out: str | None = None, timeout: float = 3600,
-              buckets: int | None = None) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--_child", kind, run_dir]
+              buckets: int | None = None, lock: str | None = None) -> dict:
+    cmd = (["flock", lock] if lock else []) + [sys.executable, os.path.abspath(__file__), "--_child", kind, run_dir]
     if buckets:
         cmd += ["--_buckets", str(buckets)]
     if profile_out:
@@ -288,7 +282,6 @@ def profile_summary(path: str, top: int = 18) -> list[dict]:
     return {"by_tottime": by_tot, "by_cumtime_vlm_eval": by_cum}
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="200 k and 1 M rows")
@@ -301,6 +294,8 @@ def main() -> None:
     ap.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--one-pass", action="store_true", help="also reduce each size with buckets=1 (side by side)")
     ap.add_argument("--no-naive", action="store_true", help="skip the groupby-apply comparison run")
+    ap.add_argument("--lock", default=None, help="run each timed reduce child under `flock LOCK` (a shared box)")
+    ap.add_argument("--lock-rows", type=float, default=15e6, help="only sizes up to this under --lock (default 15 M)")
     ap.add_argument("--_profile", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_buckets", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -337,13 +332,16 @@ def main() -> None:
             t0 = time.perf_counter()
             shape = write_run(d, n, args.variants, args.seed)
             print(f"\n[{n:,} rows] written in {time.perf_counter() - t0:.1f} s: {shape}")
-            res = run_child("reduce", d)
+            locked = bool(args.lock) and shape["rows"] <= args.lock_rows
+            load = os.getloadavg()[0]
+            res = run_child("reduce", d, lock=args.lock if locked else None)
             one = run_child("reduce", d, buckets=1) if args.one_pass else None
             naive_est = naive_per_row * shape["rows"] if naive_per_row else None
             print(f"[{n:,} rows] reduce_run ({res['buckets']} buckets) {res['seconds']:.1f} s, peak RSS "
                   f"{res['peak_rss_mib']:.0f} MiB" + (f"; one pass {one['seconds']:.1f} s, peak RSS "
                                                       f"{one['peak_rss_mib']:.0f} MiB" if one else ""))
             rows_out.append({"rows": shape["rows"], "samples": shape["samples"], "buckets": res["buckets"],
+                             "locked": locked, "load_avg_1m_at_start": load,
                              "reduce_run_s": res["seconds"], "reduce_cpu_s": res.get("cpu_s"),
                              "reduce_peak_rss_mib": res["peak_rss_mib"],
                              "one_pass_s": one["seconds"] if one else None,
@@ -362,7 +360,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(C.table(rows_out, ["rows", "samples", "buckets", "reduce_run_s", "reduce_cpu_s", "reduce_peak_rss_mib", "one_pass_s",
+    print(C.table(rows_out, ["rows", "samples", "buckets", "locked", "reduce_run_s", "reduce_cpu_s", "reduce_peak_rss_mib", "one_pass_s",
                              "one_pass_peak_rss_mib", "memory_ratio_one_pass_vs_buckets", "speedup_vs_groupby_apply",
                              "rows_per_s"]))
     if agree is not None:
@@ -372,6 +370,9 @@ def main() -> None:
                  "writing quadrants/ + summary; timed inside a fresh process (imports excluded); peak RSS is "
                  "that process's ru_maxrss; reduce_cpu_s is its user+system CPU time including imports "
                  "(on a shared machine wall time also counts waiting for a core).")
+    if args.lock:
+        notes.append(f"children of <= {args.lock_rows:,.0f} rows ran under `flock {args.lock}` (their seconds are "
+                     "comparable); larger ones beside it: their memory is measured, their seconds are not")
     targets = []
     ten = next((r for r in rows_out if 9_000_000 <= r["rows"] < 20_000_000), None)
     thirty = next((r for r in rows_out if r["rows"] >= 29_000_000), None)

@@ -46,8 +46,9 @@ def bucket_of(sample_ids, k: int) -> np.ndarray:
     if k <= 1:
         return np.where(arr.is_null().to_numpy(zero_copy_only=False), -1, 0).astype(np.int64) if n else np.zeros(0, np.int64)
     enc = pc.dictionary_encode(arr)
-    uniques = np.asarray(enc.dictionary.to_pylist(), dtype=object)
-    hashed = (pd.util.hash_array(uniques) % np.uint64(k)).astype(np.int64) if len(uniques) else np.zeros(0, np.int64)
+    uniques = enc.dictionary.to_numpy(zero_copy_only=False).astype(object, copy=False)
+    # already distinct: categorize=False skips hash_array's own factorize (the same hashes)
+    hashed = (pd.util.hash_array(uniques, categorize=False) % np.uint64(k)).astype(np.int64) if len(uniques) else np.zeros(0, np.int64)
     idx = enc.indices.to_numpy(zero_copy_only=False)
     valid = ~enc.indices.is_null().to_numpy(zero_copy_only=False)
     out = np.full(n, -1, dtype=np.int64)

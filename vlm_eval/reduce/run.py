@@ -22,7 +22,7 @@ from vlm_eval import storage
 from vlm_eval.config import TaxonomyConfig
 from vlm_eval.errors import VlmEvalError
 from vlm_eval.layout import RunLayout
-from vlm_eval.reduce import files, metrics, partition, rows, stats, summary, tables
+from vlm_eval.reduce import files, metrics, partition, quadrows, rows, stats, summary, tables
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,6 @@ def _json_clean(obj):
     return json.loads(pd.Series([obj]).to_json(orient="records", double_precision=15))[0]
 
 
-SLIM = ["model", "dataset", "sample_id", "patient_id", "finding", "complete", "quadrant", "correct", "consistent",
-        "flips", "n_variants", "entropy", "margin", "ablation_agreement"]  # what summary and paired read
-
-
 def _condition_notes(quad: pd.DataFrame, partial: pd.DataFrame) -> pd.DataFrame:
     """Incomplete rows of samples whose ablation input failed (e.g. the swap image) say so."""
     if partial.empty or quad.empty:
@@ -141,6 +137,7 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
     k = buckets or partition.n_buckets(sum(max(f.rows, 0) for f in found))
     samples = tables.compact_samples(run_url)  # Arrow, a bucket's rows become a frame in turn
     sample_bucket = partition.sample_buckets(samples, k)
+    keys = tables.sample_keys(samples)  # what the summary keeps of a sample: codes, no strings
     errs = tables.errors(run_url)
     partial = tables.condition_errors(errs)
     models = sorted({f.key for f in found} | set(tables.job_models(info)))
@@ -152,7 +149,7 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
     totals = {m: {"complete": 0, "rows": 0, "orphan_predictions": 0} for m in models}
     dropped: dict[str, int] = {}
     unusable: dict[str, int] = {}
-    slim = []
+    acc = quadrows.QuadRowsBuilder(models, keys["datasets"], keys["findings"])
     n_samples = 0
     datasets: dict = {}  # distinct datasets of samples/, in order of first sight
     known = {m: np.zeros(len(errored[m]), dtype=bool) for m in models}  # errored ids found in samples/
@@ -169,13 +166,18 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
             _add_counts(unusable, _unusable(own))
             preds = pd.concat([own, shared], ignore_index=True) if len(shared) else own
             del own
-            part_samples = tables.samples_frame(samples.filter(pa.array(sample_bucket == j)))
+            in_bucket = sample_bucket == j
+            part = samples.filter(pa.array(in_bucket)).append_column("_row", pa.array(np.flatnonzero(in_bucket)))
+            part_samples = tables.samples_frame(part)
+            del part, in_bucket
+            part_rows = part_samples.pop("_row").to_numpy()  # each row's position in samples
             n_samples += len(part_samples)
             datasets.update(dict.fromkeys(part_samples["dataset"].dropna().unique()))
             if len(err_ids):
                 err_info.append(part_samples[part_samples["sample_id"].isin(err_ids)])
-            for model in models:  # one step per model
-                todo = part_samples[~part_samples["sample_id"].isin(errored[model])]
+            for m_code, model in enumerate(models):  # one step per model
+                todo_mask = ~part_samples["sample_id"].isin(errored[model]).to_numpy()
+                todo = part_samples[todo_mask]
                 mine = preds[preds["model"] == model]
                 quad = metrics.quadrant_table(todo, mine, taxonomy, ablations)
                 known[model] |= pd.Index(errored[model]).isin(part_samples["sample_id"])
@@ -187,10 +189,11 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
                 totals[model]["complete"] += int(quad["complete"].sum())
                 totals[model]["rows"] += len(quad)
                 totals[model]["orphan_predictions"] += metrics.orphan_predictions(part_samples, mine)
-                # a copy: a column selection would keep quad's whole blocks alive until the summary
-                slim.append(quad[[c for c in quad.columns if c in SLIM or c.endswith("_reliant")]].assign(model=model).copy())
+                at = part_rows[_positions(todo, quad, todo_mask)]
+                acc.add(m_code, quad, dataset=keys["dataset"][at], finding=keys["finding"][at],
+                        order=keys["order"][at], cluster=keys["cluster"][at])
             del preds
-    del samples, sample_bucket
+    del samples, sample_bucket, keys
     _remove_stale(layout, models, k)
     counts: dict = {}
     n_manifest_errors = tables.manifest_error_count(errs)
@@ -215,8 +218,8 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
             "orphan_predictions": t["orphan_predictions"],
             "unusable_predictions": int(unusable.get(model, 0)),
         }
-    all_quad = pd.concat(slim, ignore_index=True) if slim else pd.DataFrame(columns=SLIM)
-    del slim
+    all_quad = acc.rows()  # compact per-sample rows (quadrows.QuadRows)
+    del acc
     info_rows = pd.concat(err_info, ignore_index=True) if err_info else pd.DataFrame(columns=tables.SAMPLE_COLUMNS)
     table = summary.summary_table(all_quad, errored_table(info_rows, errs, models, list(datasets)), n_boot, seed)
     notes = summary.notes(all_quad)
@@ -236,6 +239,20 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
     for p in problems:
         log.warning("reduce: %s", p)
     return {"models": counts, "problems": problems, "notes": notes, "taxonomy": taxonomy.model_dump()}
+
+
+def _positions(todo: pd.DataFrame, quad: pd.DataFrame, todo_mask: np.ndarray) -> np.ndarray:
+    """Positions in the bucket's samples frame of ``quad``'s rows (row i of quad is sample
+    i of todo, as ``metrics.quadrant_table`` builds it; else matched by sample_id)."""
+    pos = np.flatnonzero(todo_mask)
+    q_ids = quad["sample_id"].to_numpy(dtype=object)
+    t_ids = todo["sample_id"].to_numpy(dtype=object)
+    if len(q_ids) == len(t_ids) and bool((q_ids == t_ids).all()):
+        return pos
+    found = pd.Index(t_ids, dtype=object).get_indexer(q_ids)
+    if (found < 0).any():
+        raise ReduceAccountingError("quadrant rows for sample_ids not in the bucket's samples")
+    return pos[found]
 
 
 def _add_counts(total: dict[str, int], more: dict[str, int]) -> None:

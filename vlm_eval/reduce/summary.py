@@ -33,10 +33,18 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from vlm_eval.reduce import stats
+from vlm_eval.reduce.quadrows import (
+    _DANGEROUS,
+    _QUADRANT_CODE,
+    QuadRows,
+    _encode,
+    _key_value,
+    _missing,
+    _rank_of_codes,
+    reliant_ablations,
+)
 from vlm_eval.schema import QUADRANTS, SUMMARY_COLUMNS
 
 KEYS = ["model", "dataset", "finding"]
@@ -48,58 +56,47 @@ EXTRA_COLUMNS = (
 )
 COUNT_COLUMNS = ("n", "n_incomplete", "n_errors", "n_labelled", "n_auroc_excluded", "n_single_variant")
 
-# quadrant columns summary_row reads (plus every ``*_reliant``)
-_USED = set(KEYS) | {"sample_id", "patient_id", "complete", "quadrant", "correct", "consistent", "flips",
-                     "n_variants", "entropy", "margin", "ablation_agreement"}
 
-
-def _bool(series: pd.Series) -> np.ndarray:
-    return series.eq(True).to_numpy()
-
-
-def reliant_ablations(quadrants: pd.DataFrame) -> list[str]:
-    """Extra ablations A with an ``A_reliant`` column in ``quadrants`` (column order)."""
-    return [c[: -len("_reliant")] for c in quadrants.columns if c.endswith("_reliant") and c != "image_reliant"]
-
-
-def ablation_summary_columns(quadrants: pd.DataFrame) -> list[str]:
+def ablation_summary_columns(quadrants) -> list[str]:
     """``frac_A_reliant`` and its CI columns for every extra ablation A."""
     return [f"frac_{a}_reliant{s}" for a in reliant_ablations(quadrants) for s in ("", "_ci_low", "_ci_high")]
 
 
-def ratio_inputs(complete: pd.DataFrame, codes: np.ndarray, n_clusters: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(names, num, den) of every ratio statistic over complete quadrant rows, summed per
-    cluster (``codes``: cluster of each row, 0..n_clusters-1): (n_clusters, K) each.
+def ratio_inputs(rows: QuadRows, idx: np.ndarray, codes: np.ndarray, n_clusters: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(names, num, den) of every ratio statistic over the complete rows ``idx`` of ``rows``,
+    summed per cluster (``codes``: cluster of each row, 0..n_clusters-1): (n_clusters, K) each.
 
-    Each statistic's row vector is made and summed at once (``np.bincount``), so memory
+    Each statistic's row vectors are made and summed at once (``np.bincount``), so memory
     grows with the clusters, not with rows x statistics.
     """
-    quad = complete["quadrant"].to_numpy(dtype=object)
-    in_q = {q: (quad == q).astype(float) for q in QUADRANTS}
-    ones = np.ones(len(complete))
-    measured = complete["consistent"].notna().to_numpy().astype(float)  # >= 2 variants
-    labelled = complete["correct"].notna().to_numpy().astype(float)
-    correct = _bool(complete["correct"]).astype(float)
-    n_var = complete["n_variants"].to_numpy(dtype=float)
-    raw_entropy = complete["entropy"].to_numpy(dtype=float)
+    quad = rows.quadrant[idx]
+    in_q = {q: (lambda i=i: (quad == i).astype(float)) for q, i in _QUADRANT_CODE.items()}
+    consistent = rows.consistent[idx]
+    measured = lambda: (consistent != -1).astype(float)  # noqa: E731  (>= 2 variants)
+    correct_code = rows.correct[idx]
+    labelled = (correct_code != -1).astype(float)
+    correct = (correct_code == 1).astype(float)
+    del correct_code
+    raw_entropy = rows.entropy[idx]
     has_entropy = ~np.isnan(raw_entropy)
     entropy = np.where(has_entropy, raw_entropy, 0.0)  # left out by its denominator, not counted as 0
-    flips = np.nan_to_num(complete["flips"].to_numpy(dtype=float))  # null (one variant) has no pairs
+    del raw_entropy
     cols: dict[str, object] = {}
     for q in QUADRANTS:
-        cols[f"frac_{q.lower()}"] = lambda q=q: (in_q[q], measured)
-    cols["flip_rate_question"] = lambda: (complete["consistent"].eq(False).to_numpy().astype(float), measured)
-    cols["flip_rate_pair"] = lambda: (flips, np.maximum(n_var - 1, 0))
+        cols[f"frac_{q.lower()}"] = lambda q=q: (in_q[q](), measured())
+    cols["flip_rate_question"] = lambda: ((consistent == 0).astype(float), measured())
+    cols["flip_rate_pair"] = lambda: (np.nan_to_num(rows.flips[idx].astype(float)),  # null (one variant): no pairs
+                                      np.maximum(rows.n_variants[idx].astype(float) - 1, 0))
     cols["accuracy"] = lambda: (correct, labelled)
     for q in QUADRANTS:
-        cols[f"accuracy_{q.lower()}"] = lambda q=q: (correct * in_q[q], labelled * in_q[q])
+        cols[f"accuracy_{q.lower()}"] = lambda q=q: (lambda m: (correct * m, labelled * m))(in_q[q]())
     for q in QUADRANTS:
-        cols[f"entropy_{q.lower()}"] = lambda q=q: (entropy * in_q[q], in_q[q] * has_entropy)
-    cols["ablation_agreement"] = lambda: (np.nan_to_num(complete["ablation_agreement"].to_numpy(dtype=float)), ones)
+        cols[f"entropy_{q.lower()}"] = lambda q=q: (lambda m: (entropy * m, m * has_entropy))(in_q[q]())
+    cols["ablation_agreement"] = lambda: (np.nan_to_num(rows.agreement[idx]), np.ones(len(idx)))
     cols["mean_entropy"] = lambda: (entropy, has_entropy.astype(float))
-    for a in reliant_ablations(complete):
-        rel = complete[f"{a}_reliant"]
-        cols[f"frac_{a}_reliant"] = lambda rel=rel: (_bool(rel).astype(float), rel.notna().to_numpy().astype(float))
+    for a in reliant_ablations(rows):
+        cols[f"frac_{a}_reliant"] = lambda a=a: (lambda r: ((r == 1).astype(float), (r != -1).astype(float)))(
+            rows.reliant[a][idx])
     names = list(cols)
     num = np.zeros((n_clusters, len(names)))
     den = np.zeros((n_clusters, len(names)))
@@ -110,51 +107,42 @@ def ratio_inputs(complete: pd.DataFrame, codes: np.ndarray, n_clusters: int) -> 
     return names, num, den
 
 
-def _sample_order(sample_id: pd.Series) -> np.ndarray:
-    """Stable order of rows by sample_id (null as ""); Arrow-backed strings are sorted by
-    Arrow (byte order of UTF-8 = code point order) without a Python object per row."""
-    dtype = sample_id.dtype
-    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
-        arr = pc.fill_null(pa.array(sample_id), "")
-        return pc.sort_indices(arr).to_numpy().astype(np.int64)  # a stable sort
-    return np.argsort(pd.Series(sample_id.to_numpy(dtype=object), dtype=object).fillna("").to_numpy(dtype=str),
-                      kind="stable")
-
-
-def summary_row(rows: pd.DataFrame, n_errors: int, n_boot: int, seed, pos: np.ndarray | None = None) -> dict:
+def summary_row(rows: QuadRows, n_errors: int, n_boot: int, seed, pos: np.ndarray | None = None) -> dict:
     """The summary statistics of one group's quadrant rows (all columns but the keys).
 
-    pos: the group's row positions in ``rows`` (None: all rows); only its complete rows
-    are copied."""
+    pos: the group's row positions in ``rows`` (None: all rows); nothing but the arrays
+    each statistic reads is gathered."""
     pos = np.arange(len(rows)) if pos is None else pos
     n_rows = len(pos)
-    keep = pos[_bool(rows["complete"].take(pos))] if n_rows else np.zeros(0, np.int64)
-    order = _sample_order(rows["sample_id"].take(keep)) if len(keep) else keep
-    complete = rows.take(keep[order])  # in sample_id order: row order never changes a CI
+    keep = pos[rows.complete[pos]]
+    idx = keep[np.argsort(rows.order[keep], kind="stable")]  # in sample_id order: row order never changes a CI
+    del keep
     # clusters numbered by first appearance (bootstrap_ratios' order), summed per cluster first
-    codes, uniques = pd.factorize(stats.cluster_codes(complete["patient_id"], complete["sample_id"]))
-    names, num, den = ratio_inputs(complete, codes.astype(np.int64), len(uniques))
+    codes, uniques = pd.factorize(rows.cluster[idx])
+    names, num, den = ratio_inputs(rows, idx, codes.astype(np.int64), len(uniques))
+    del codes
     est, low, high = stats.bootstrap_ratios(num, den, np.arange(len(uniques)), n_boot, seed)
     with_ci = {f"frac_{q.lower()}" for q in QUADRANTS} | set(_RATE_CI) | {f"frac_{a}_reliant" for a in reliant_ablations(rows)}
     low, high = _wilson_where_collapsed(names, with_ci, num.sum(0), den.sum(0), est, low, high)
+    quad = rows.quadrant[idx]
     out: dict = {
-        "n": int(len(complete)),
-        "n_incomplete": int(n_rows - len(complete)),
+        "n": int(len(idx)),
+        "n_incomplete": int(n_rows - len(idx)),
         "n_errors": int(n_errors),
-        "n_labelled": int(complete["correct"].notna().sum()) if len(complete) else 0,
+        "n_labelled": int((rows.correct[idx] != -1).sum()),
     }
     for i, name in enumerate(names):
         out[name] = float(est[i])
         if name in with_ci:
             out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(low[i]), float(high[i])
-    ranked = complete[complete["quadrant"].notna().to_numpy()] if len(complete) else complete
-    dangerous = (ranked["quadrant"] == "Dangerous").to_numpy() if len(ranked) else np.zeros(0, bool)
-    entropy = ranked["entropy"].to_numpy(dtype=float) if len(ranked) else np.zeros(0)
-    m = ranked["margin"].to_numpy(dtype=float) if len(ranked) else np.zeros(0)
+    ranked = idx[quad != -1]
+    dangerous = quad[quad != -1] == _DANGEROUS
+    entropy = rows.entropy[ranked]
+    m = rows.margin[ranked]
     out["auroc_entropy_dangerous"] = stats.auroc(entropy, dangerous)
     out["auroc_abs_margin_dangerous"] = stats.auroc(-np.abs(m), dangerous)
     out["n_auroc_excluded"] = int((np.isnan(entropy) | np.isnan(m)).sum())
-    out["n_single_variant"] = int(complete["consistent"].isna().sum()) if len(complete) else 0
+    out["n_single_variant"] = int((rows.consistent[idx] == -1).sum())
     return out
 
 
@@ -172,61 +160,77 @@ def _wilson_where_collapsed(names, with_ci, num_total, den_total, est, low, high
     return low, high
 
 
-def notes(quadrants: pd.DataFrame) -> list[str]:
-    """Plain-language notes for summary.json: what was not measured, and why."""
+def _rows(quadrants) -> QuadRows:
+    return quadrants if isinstance(quadrants, QuadRows) else QuadRows.from_frame(quadrants)
+
+
+def notes(quadrants) -> list[str]:
+    """Plain-language notes for summary.json: what was not measured, and why.
+    quadrants: a quadrant frame with ``model`` or QuadRows."""
     out = []
-    if len(quadrants):
-        complete = quadrants[_bool(quadrants["complete"])]
-        single = complete[complete["consistent"].isna()]
-        if len(single):
-            share = len(single) / max(len(complete), 1)
-            out.append(f"consistency not measured for {len(single)} complete samples ({share:.0%}) with a single "
+    rows = _rows(quadrants)
+    if len(rows):
+        complete = rows.complete
+        n_complete = int(complete.sum())
+        n_single = int((complete & (rows.consistent == -1)).sum())
+        if n_single:
+            share = n_single / max(n_complete, 1)
+            out.append(f"consistency not measured for {n_single} complete samples ({share:.0%}) with a single "
                        "prompt variant (paraphrases: 0?): their consistent/flips/quadrant are null and they are "
                        "left out of quadrant shares and flip rates")
-        ranked = complete[complete["quadrant"].notna()]
-        unscored = int((ranked["entropy"].isna() | ranked["margin"].isna()).sum())
+        ranked = complete & (rows.quadrant != -1)
+        unscored = int((ranked & (np.isnan(rows.entropy) | np.isnan(rows.margin))).sum())
         if unscored:
             out.append(f"{unscored} complete samples have no entropy or margin: the AUROC columns leave them out "
                        "(n_auroc_excluded)")
     return out
 
 
-def _group_positions(keys: pd.DataFrame, by_finding: bool):
-    """(key tuple, row positions in ``keys``) per group in sorted key order (missing keys
-    last, as ``groupby(sort=True, dropna=False)`` gives them), without copying any group."""
-    cols = KEYS if by_finding else KEYS[:2]
-    sel = np.flatnonzero(keys["finding"].notna().to_numpy()) if by_finding else np.arange(len(keys))
+def _group_positions(model: np.ndarray, dataset: np.ndarray, finding: np.ndarray, ranks, missing_finding: int | None,
+                     by_finding: bool):
+    """(codes of the group's first row, row positions) per group in sorted key order (missing
+    keys last, as ``groupby(sort=True, dropna=False)`` gives them), without copying any group."""
+    m_rank, d_rank, f_rank = ranks
+    sel = np.flatnonzero(finding != missing_finding) if by_finding else np.arange(len(model))
     if not len(sel):
         return
-    g = keys.iloc[sel][cols].groupby(cols, dropna=False, sort=True)
-    codes = g.ngroup().to_numpy()
-    order = np.argsort(codes, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=g.ngroups))])
-    for i, key in enumerate(g.size().index):
-        yield (key if isinstance(key, tuple) else (key,)), sel[order[bounds[i]:bounds[i + 1]]]
+    key = m_rank[model[sel]] * len(d_rank) + d_rank[dataset[sel]]
+    if by_finding:
+        key = key * len(f_rank) + f_rank[finding[sel]]
+    _, inverse = np.unique(key, return_inverse=True)
+    inverse = inverse.ravel()
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse))])
+    for i in range(len(bounds) - 1):
+        yield sel[order[bounds[i]:bounds[i + 1]]]
 
 
-def summary_table(quadrants: pd.DataFrame, errored: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Summary rows for all models. quadrants: rows with ``model``; errored: one row per
-    (model, errored sample) with model, sample_id, dataset, finding.
+def summary_table(quadrants, errored: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Summary rows for all models. quadrants: a quadrant frame with ``model`` (or QuadRows);
+    errored: one row per (model, errored sample) with model, sample_id, dataset, finding.
 
-    Groups are read by row positions (one copy of a group's rows at a time), so memory
-    stays near the size of ``quadrants`` at archive scale."""
-    used = [c for c in quadrants.columns if c in _USED or c.endswith("_reliant")]
-    q = quadrants[used]
+    Groups are read by row positions, and a group's statistics from the compact rows, so
+    memory stays near the size of QuadRows at archive scale."""
+    rows = _rows(quadrants)
     e = errored[["model", "sample_id", "dataset", "finding"]]
-    keys = pd.concat([q[KEYS], e[KEYS]], ignore_index=True) if len(e) else q[KEYS].reset_index(drop=True)
-    keys = keys.assign(model=keys["model"].astype(object))
-    n_q = len(q)
+    models, datasets, findings = list(rows.models), list(rows.datasets), list(rows.findings)
+    model = np.concatenate([rows.model.astype(np.int64), _encode(e["model"].astype(object).to_numpy(), models)])
+    dataset = np.concatenate([rows.dataset.astype(np.int64), _encode(e["dataset"].to_numpy(dtype=object), datasets)])
+    finding = np.concatenate([rows.finding.astype(np.int64), _encode(e["finding"].to_numpy(dtype=object), findings)])
+    ranks = (_rank_of_codes(models), _rank_of_codes(datasets), _rank_of_codes(findings))
+    missing_finding = next((i for i, v in enumerate(findings) if _missing(v)), -1)
+    n_q = len(rows)
     records = []
     for by_finding in (False, True):  # one loop step per group (model x dataset[x finding])
-        for key, pos in _group_positions(keys, by_finding):
-            model, dataset = key[0], key[1]
-            finding = key[2] if by_finding else None
+        for pos in _group_positions(model, dataset, finding, ranks, missing_finding, by_finding):
+            first = pos[0]
+            key_model, key_dataset = _key_value(models, model[first]), _key_value(datasets, dataset[first])
+            key_finding = _key_value(findings, finding[first]) if by_finding else None
             n_err = int(e["sample_id"].take(pos[pos >= n_q] - n_q).nunique())
-            row = summary_row(q, n_err, n_boot, stats.seed_for(seed, model, dataset, finding), pos=pos[pos < n_q])
-            records.append({"model": model, "dataset": dataset, "finding": finding, **row})
-    columns = SUMMARY_COLUMNS + [c for c in EXTRA_COLUMNS if c not in SUMMARY_COLUMNS] + ablation_summary_columns(quadrants)
+            row = summary_row(rows, n_err, n_boot, stats.seed_for(seed, key_model, key_dataset, key_finding),
+                              pos=pos[pos < n_q])
+            records.append({"model": key_model, "dataset": key_dataset, "finding": key_finding, **row})
+    columns = SUMMARY_COLUMNS + [c for c in EXTRA_COLUMNS if c not in SUMMARY_COLUMNS] + ablation_summary_columns(rows)
     table = pd.DataFrame.from_records(records, columns=columns)
     for col in COUNT_COLUMNS:
         table[col] = table[col].astype("int64")
@@ -235,9 +239,37 @@ def summary_table(quadrants: pd.DataFrame, errored: pd.DataFrame, n_boot: int = 
     return table.reset_index(drop=True)
 
 
-def paired_table(quadrants: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> list[dict]:
-    """Paired comparisons of every two models on each dataset (same samples)."""
+def _paired_frame(rows: QuadRows, sel: np.ndarray) -> pd.DataFrame:
+    """The columns ``stats.paired_comparison`` reads, for rows ``sel``: sample_id = its rank
+    in sample_id order (same sample, same rank), patient_id = its cluster."""
+    quad = rows.quadrant[sel]
+    names = np.array(list(QUADRANTS) + ["?", None], dtype=object)  # -2 other, -1 null
+    cons = np.array([False, True, "?", None], dtype=object)[np.where(rows.consistent[sel] < 0, 3, rows.consistent[sel])]
+    return pd.DataFrame({"sample_id": rows.order[sel].astype(np.int64), "patient_id": rows.cluster[sel].astype(str),
+                         "complete": rows.complete[sel], "quadrant": names[quad], "consistent": cons})
+
+
+def paired_table(quadrants, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    """Paired comparisons of every two models on each dataset (same samples).
+    quadrants: a quadrant frame with ``model``, or QuadRows."""
     out = []
+    if isinstance(quadrants, QuadRows):
+        rows = quadrants
+        d_rank = _rank_of_codes(rows.datasets)
+        for d in sorted(np.unique(rows.dataset).tolist(), key=lambda c: d_rank[c]):
+            in_ds = rows.dataset == d
+            codes = np.unique(rows.model[in_ds]).tolist()
+            if len(codes) < 2:
+                continue
+            dataset = _key_value(rows.datasets, d)
+            models = sorted((rows.models[c], c) for c in codes)
+            for i, (a, ca) in enumerate(models):
+                for b, cb in models[i + 1:]:
+                    fa = _paired_frame(rows, np.flatnonzero(in_ds & (rows.model == ca)))
+                    fb = _paired_frame(rows, np.flatnonzero(in_ds & (rows.model == cb)))
+                    res = stats.paired_comparison(fa, fb, n_boot, stats.seed_for(seed, a, b, dataset))
+                    out.append({"dataset": None if _missing(dataset) else dataset, "model_a": a, "model_b": b, **res})
+        return out
     for dataset, per_ds in quadrants.groupby("dataset", dropna=False, sort=True):
         models = sorted(per_ds["model"].unique())
         for i, a in enumerate(models):

@@ -105,6 +105,52 @@ def compact_samples(run_url: str) -> pa.Table:
     return table
 
 
+def _column_codes(col: pa.ChunkedArray, values: list, blank_is_null: bool = False) -> np.ndarray:
+    """int32 code of each value of a (dictionary) string column in ``values`` (extended in
+    place; null -> the code of None, or -1 where ``blank_is_null``: also "" / blank)."""
+    index: dict = {}
+    out = np.empty(len(col), dtype=np.int32)
+    start = 0
+    for chunk in col.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = pc.dictionary_encode(chunk)
+        mapping = np.empty(len(chunk.dictionary) + 1, dtype=np.int32)
+        for i, v in enumerate(chunk.dictionary.to_pylist()):
+            if v is None or (blank_is_null and not v.strip()):
+                mapping[i] = -1
+                continue
+            if v not in index:
+                index[v] = len(values)
+                values.append(v)
+            mapping[i] = index[v]
+        mapping[-1] = -1  # null
+        idx = pc.fill_null(chunk.indices, len(chunk.dictionary)).to_numpy(zero_copy_only=False)
+        out[start:start + len(chunk)] = mapping[idx.astype(np.int64)]
+        start += len(chunk)
+    if not blank_is_null and (out < 0).any():
+        out[out < 0] = len(values)
+        values.append(None)
+    return out
+
+
+def sample_keys(table: pa.Table) -> dict:
+    """Per row of a ``compact_samples`` table, what the summary keeps of it (``quadrows.QuadRows``):
+    ``order`` (rank in sample_id order, stable), ``cluster`` (its patient, else its own:
+    the classes of ``stats.cluster_codes``), ``dataset``/``finding`` codes into the lists
+    ``datasets``/``findings`` (None = missing). No string per sample."""
+    n = table.num_rows
+    order = np.empty(n, dtype=np.int64 if n >= 2**31 else np.int32)
+    order[pc.sort_indices(table.column("sample_id")).to_numpy()] = np.arange(n, dtype=order.dtype)
+    patients: list = []
+    cluster = _column_codes(table.column("patient_id"), patients, blank_is_null=True).astype(np.int64)
+    unknown = cluster < 0  # no patient: the sample is its own cluster
+    cluster[unknown] = len(patients) + order[unknown]
+    datasets: list = []
+    findings: list = []
+    return {"order": order, "cluster": cluster, "dataset": _column_codes(table.column("dataset"), datasets),
+            "finding": _column_codes(table.column("finding"), findings), "datasets": datasets, "findings": findings}
+
+
 def samples_frame(table: pa.Table) -> pd.DataFrame:
     """``samples`` of an Arrow table of SAMPLE_COLUMNS (dictionary columns decoded)."""
     cols = {}
@@ -155,7 +201,20 @@ def prediction_frame(table: pa.Table | None) -> pd.DataFrame:
 
 
 def sort_codes(values: pd.Series) -> np.ndarray:
-    """Integer codes in sorted order of the values, missing last (sort_values' order)."""
+    """Integer codes in sorted order of the values, missing last (sort_values' order).
+
+    Arrow-backed strings are encoded and their distinct values sorted by Arrow (byte order
+    of UTF-8 = code point order, as pandas sorts them), without a Python object per value."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        enc = pc.dictionary_encode(pa.chunked_array(pa.array(values.array))).combine_chunks()
+        n_uniques = len(enc.dictionary)
+        rank = np.empty(n_uniques, dtype=np.int64)
+        rank[pc.sort_indices(enc.dictionary).to_numpy()] = np.arange(n_uniques)
+        out = np.full(len(values), n_uniques, dtype=np.int64)
+        valid = enc.indices.is_valid().to_numpy(zero_copy_only=False)
+        out[valid] = rank[pc.drop_null(enc.indices).to_numpy().astype(np.int64)]
+        return out
     codes, uniques = pd.factorize(values, sort=True)
     return np.where(codes < 0, len(uniques), codes).astype(np.int64)
 
@@ -287,7 +346,15 @@ def quadrant_arrow(df: pd.DataFrame) -> pa.Table:
     schema = quadrant_schema(df)
     cols = []
     for field in schema:
-        values = df[field.name] if field.name in df else pd.Series([None] * len(df), dtype=object)
+        if field.name not in df:
+            cols.append(pa.nulls(len(df), field.type))
+            continue
+        values = df[field.name]
+        try:  # None / NaN -> null directly (no object copy of the column)
+            cols.append(pa.array(values, type=field.type, from_pandas=True))
+            continue
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            pass
         if not (values.dtype.kind in "fiub" and not isinstance(values.dtype, pd.api.extensions.ExtensionDtype)):
             values = values.astype(object).where(values.notna(), None)
         cols.append(pa.array(values, type=field.type, from_pandas=True))
