@@ -296,6 +296,7 @@ def main() -> None:
     ap.add_argument("--no-naive", action="store_true", help="skip the groupby-apply comparison run")
     ap.add_argument("--lock", default=None, help="run each timed reduce child under `flock LOCK` (a shared box)")
     ap.add_argument("--lock-rows", type=float, default=15e6, help="only sizes up to this under --lock (default 15 M)")
+    ap.add_argument("--keep-tables", default=None, help="keep each size's quadrants/ and summary under DIR/rows-N")
     ap.add_argument("--_profile", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_buckets", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -354,6 +355,10 @@ def main() -> None:
                 pf = os.path.join(work, "reduce.prof")
                 run_child("reduce", d, profile_out=pf)
                 profile = profile_summary(pf)
+            if args.keep_tables:  # quadrants/ + summary of each size, e.g. to compare two commits' tables
+                os.makedirs(os.path.join(args.keep_tables, f"rows-{n}"), exist_ok=True)
+                for name in ("quadrants", "summary.parquet", "summary.json"):
+                    shutil.move(os.path.join(d, name), os.path.join(args.keep_tables, f"rows-{n}", name))
             shutil.rmtree(d, ignore_errors=True)
     finally:
         if not args.workdir:
