@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -32,7 +33,7 @@ from vlm_eval.pipeline.loader import decode, spec_request, view_images
 from vlm_eval.schema import ERRORS, PREDICTIONS_FILE, conform
 
 OUT_COLUMNS = ("unit_id", "kind", "n_predictions", "n_errors", "n_scored", "n_cached", "n_images",
-               "n_fetched", "n_skipped", "actor", "cache_stats")
+               "n_fetched", "n_skipped", "actor", "cache_stats", "engine_s")
 
 
 def retryable_types() -> frozenset:
@@ -87,6 +88,7 @@ class ScoringActor:
         # (prompt, image id, condition) -> scores of size-only views (blank) scored by this
         # actor: a blank of one size and prompt is scored once per actor, not per image.
         self.size_only_scores: dict[tuple, list] = {}
+        self.engine_s = 0.0
         try:
             self.engine = load_engine(model)
         except Exception as exc:
@@ -129,7 +131,9 @@ class ScoringActor:
                 distinct[k] = len(requests)
                 requests.append(spec_request(s, self.system, views.get((s["sample_id"], s["condition"]))))
             slot.append(distinct[k])
+        t0 = time.perf_counter()
         fresh = score_isolating_failures(self.engine, requests)
+        self.engine_s = time.perf_counter() - t0  # this unit's time inside the engine (run.json)
         results: list[ScoreResult | None] = [None] * len(specs)
         for i, j in zip(miss, slot):
             results[i] = fresh[j]
@@ -145,6 +149,7 @@ class ScoringActor:
 
     def _score_unit(self, row: dict) -> dict[str, Any]:
         name, unit = self.model["name"], row["unit_id"]
+        self.engine_s = 0.0
         errors = json.loads(row.get("errors") or "[]")
         specs = json.loads(row["specs"])
         try:
@@ -178,4 +183,4 @@ class ScoringActor:
         return {"unit_id": unit, "kind": row["kind"], "n_predictions": table.num_rows, "n_errors": len(errors),
                 "n_scored": len(specs) - n_cached, "n_cached": n_cached, "n_images": int(row.get("n_images") or 0),
                 "n_fetched": int(row.get("n_fetched") or 0), "n_skipped": int(row.get("n_skipped") or 0),
-                "actor": self.actor, "cache_stats": self._cache_stats()}
+                "actor": self.actor, "cache_stats": self._cache_stats(), "engine_s": self.engine_s}
