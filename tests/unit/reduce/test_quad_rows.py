@@ -89,3 +89,24 @@ def test_builder_pieces_equal_the_whole_frame():
     pd.testing.assert_frame_equal(summary.summary_table(pieces, none, 50, 1), summary.summary_table(quad, none, 50, 1))
     assert summary.notes(pieces) == summary.notes(quad)
     assert pieces.reliant["blank"].tolist() == whole.reliant["blank"].tolist()
+
+
+def test_sample_keys_over_several_chunks():
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from vlm_eval.reduce.stats import cluster_codes
+
+    ids = ["s3", "s1", "é", "s2", "s0", "a"]
+    patients = ["p1", None, "  ", "p1", "", "p2"]
+    datasets = ["x", None, "y", "x", "y", None]
+    chunk = lambda lo, hi: pa.table({"sample_id": ids[lo:hi], "patient_id": patients[lo:hi],  # noqa: E731
+                                     "dataset": datasets[lo:hi], "finding": ["f"] * (hi - lo)})
+    table = pa.concat_tables([chunk(0, 2), chunk(2, 6)])
+    table = table.set_column(1, "patient_id", pc.dictionary_encode(table.column("patient_id")))
+    keys = tables.sample_keys(table)
+    assert [ids[i] for i in np.argsort(keys["order"])] == sorted(ids)
+    ref = cluster_codes(pd.Series(patients, dtype=object), pd.Series(ids, dtype=object))
+    same = lambda c: [[c[i] == c[j] for j in range(len(ids))] for i in range(len(ids))]  # noqa: E731
+    assert same(keys["cluster"]) == same(ref)
+    assert [keys["datasets"][c] for c in keys["dataset"]] == datasets
