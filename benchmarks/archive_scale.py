@@ -10,8 +10,9 @@ Prints, side by side, with met / missed against the issue's targets:
    a fresh process runs the driver's part of a run (``prepare_samples`` = adapter +
    prompts + the samples table written once, then ``plan_for_job``) over a generated
    PadChest labels file (images need not exist); peak RSS from ``getrusage``.
-3. **pipeline vs direct loop** for the scripted engine at 10 ms/request (from
-   ``pipeline_overhead``'s two paths, same requests).
+3. **pipeline vs direct loop** for the scripted engine at 10 ms/request and the tiny
+   transformers model (``pipeline_overhead``'s paths, same requests; the direct loop also
+   as a fresh script, whose imports and engine build count as the pipeline actor's do).
 4. **cache at scale**: 30 M entries in 256 partitions; load time and memory of one
    partition (what a loader reads per unit) and of the per-process LRU (8 partitions).
 """
@@ -170,7 +171,9 @@ def planning(work: str, n_samples: int) -> dict:
 # ---------------------------------------------------------------- 3. throughput
 
 
-def throughput(work: str, n_samples: int, delay_s: float) -> dict:
+def throughput(work: str, n_samples: int, delay_s: float) -> list[dict]:
+    """Pipeline vs direct loop for the 10 ms scripted engine and the tiny transformers model:
+    the same requests; the direct loop both in this (warm) process and as a fresh script."""
     import pipeline_overhead as po
 
     from vlm_eval.datasets.synthetic import generate_synthetic
@@ -178,13 +181,23 @@ def throughput(work: str, n_samples: int, delay_s: float) -> dict:
     data = os.path.join(work, "synthetic")
     manifest = generate_synthetic(data, n_samples=n_samples, seed=0, size=256)
     out = os.path.join(work, "tp-runs")
-    entry = po.model_entry("scripted-delay", "cpu", delay_s)
     po.run_pipeline(po.make_job(data, manifest, out, po.model_entry("scripted", "cpu", 0), 16, 16, "warm", "cpu"))
-    job = po.make_job(data, manifest, out, entry, n_samples, 16, "tp", "cpu")
-    p = po.run_pipeline(job)
-    d = po.run_direct(job, os.path.join(work, "direct.parquet"))
-    return {"requests": p["requests"], "pipeline_s": p["wall_s"], "direct_s": d["wall_s"],
-            "ratio_end_to_end": d["wall_s"] / p["wall_s"], "ratio_scoring_stage": d["scoring_s"] / p["scoring_s"]}
+    rows = []
+    for eng in ("scripted-delay", "transformers"):
+        entry = po.model_entry(eng, "cpu", delay_s)
+        po.run_direct(po.make_job(data, manifest, out, entry, 4, 16, f"w-{eng}", "cpu"), os.path.join(work, "w.parquet"))
+        job = po.make_job(data, manifest, out, entry, n_samples, 16, f"tp-{eng}", "cpu")
+        p = po.run_pipeline(job)
+        d = po.run_direct(job, os.path.join(work, f"direct-{eng}.parquet"))
+        kw = {"data_dir": data, "manifest": manifest, "out": out, "model": entry, "n": n_samples, "batch_size": 16,
+              "run_id": f"tp-{eng}-cold", "device": "cpu"}
+        cold = po.run_direct_cold(json.dumps(kw), os.path.join(work, f"direct-cold-{eng}.parquet"))
+        rows.append({"engine": eng, "requests": p["requests"], "pipeline_s": p["wall_s"], "direct_s": d["wall_s"],
+                     "direct_fresh_process_s": cold["wall_s"], "ratio_end_to_end": d["wall_s"] / p["wall_s"],
+                     "ratio_vs_fresh_direct": cold["wall_s"] / p["wall_s"],
+                     "ratio_scoring_stage": d["scoring_s"] / p["scoring_s"],
+                     "engine_busy": (p["engine_s"] or float("nan")) / p["scoring_s"]})
+    return rows
 
 
 # ---------------------------------------------------------------- 4. cache
@@ -229,7 +242,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=300, help="images of the fetch benchmark (x 14 findings)")
     ap.add_argument("--new-frac", type=float, default=0.05)
     ap.add_argument("--plan-sizes", default="1400000,5000000", help="samples, comma separated")
-    ap.add_argument("--throughput-samples", type=int, default=240)
+    ap.add_argument("--throughput-samples", type=int, default=768)
     ap.add_argument("--cache-entries", type=int, default=30_000_000)
     ap.add_argument("--only", default="fetches,planning,throughput,cache")
     ap.add_argument("--plan-child", nargs=2, help=argparse.SUPPRESS)
@@ -266,10 +279,18 @@ def main() -> None:
                                         goal, higher_is_better=False, unit="MB"))
             result["planning"] = rows
         if "throughput" in only:
-            t = result["throughput"] = throughput(work, args.throughput_samples, 0.01)
-            print(C.table([t]))
-            targets.append(C.target("pipeline / direct loop, 10 ms scripted engine (end to end)",
-                                    t["ratio_end_to_end"], 0.85))
+            tp = result["throughput"] = throughput(work, args.throughput_samples, 0.01)
+            print(C.table(tp))
+            for t in tp:
+                if t["engine"] == "scripted-delay":
+                    targets.append(C.target("pipeline / direct loop, 10 ms scripted engine (end to end)",
+                                            t["ratio_end_to_end"], 0.85))
+                else:
+                    targets.append(C.target("pipeline / direct loop as a fresh script, tiny transformers (end to end)",
+                                            t["ratio_vs_fresh_direct"], 0.7))
+                    targets.append({**C.target("pipeline / warm in-process direct loop, tiny transformers "
+                                               "(end to end; informational)", t["ratio_end_to_end"], 0.7),
+                                    "informational": True})
         if "cache" in only:
             c = result["cache"] = cache_scale(work, args.cache_entries)
             print(C.table([c]))

@@ -89,7 +89,7 @@ def steady_rate(events: list[tuple[float, int]]) -> float:
     """Requests per second between the first and the last batch of results: the rate once
     every process has started (one-off start-up and the tail of reduce/report excluded)."""
     events = [e for e in events if e[1] > 0]
-    if len(events) < 2 or events[-1][0] <= events[0][0]:
+    if len({round(t, 1) for t, _ in events}) < 4:  # results came in fewer than 4 bursts: no rate to read
         return float("nan")
     return (events[-1][1] - events[0][1]) / (events[-1][0] - events[0][0])
 
