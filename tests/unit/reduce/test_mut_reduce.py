@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vlm_eval.reduce import prediction
+from reduce_builders import preds_frame
+from vlm_eval.reduce import margin, prediction
+from vlm_eval.reduce.rows import conflicting_rows
 
 
 def test_prediction_of_a_list_with_null_and_nan():
@@ -18,3 +20,37 @@ def test_prediction_of_a_list_with_null_and_nan():
     got = prediction([2.0, None, float("nan"), 0.0, -0.5])
     assert list(got) == ["yes", None, None, "no", "no"]
     assert got[1] is None and got[2] is None
+
+
+def test_margin_of_null_and_of_two_minus_inf_is_nan_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # -inf - -inf would warn "invalid value" outside np.errstate
+        got = margin([-1.0, None, -np.inf, 0], [-3.0, -1.0, -np.inf, None])
+    # -1 - -3 = 2; a null log-probability -> NaN; -inf - -inf -> NaN; a null on the other side -> NaN
+    assert got.dtype == np.float64
+    assert got[0] == 2.0 and np.isnan(got[1:]).all()
+    assert margin([1], [3]).dtype == np.float64  # integer input still gives float margins
+
+
+def _rows(*rows):
+    return preds_frame([dict(sample_id=s, variant=v, condition=c, prompt_id=p, logprob_yes=-0.1, logprob_no=-2.0, error=None)
+                        for s, v, c, p in rows])
+
+
+def test_conflicting_rows_with_exactly_two_rows_in_one_cell():
+    # two image rows for (s, variant 0) with prompt_ids p-b and p-a: the p-a row kept (prompt_id order), marked
+    got = conflicting_rows(_rows(("s", 0, "image", "p-b"), ("s", 0, "image", "p-a")))
+    assert len(got) == 1 and got.loc[0, "prompt_id"] == "p-a"
+    assert got.loc[0, "_problem"] == "2 image predictions for variant 0 with different prompt_ids (p-a, p-b): ambiguous"
+
+
+def test_conflicting_rows_ignores_shared_rows_that_carry_a_variant():
+    # text_only rows stored once per prompt_id (sample_id null) are not sample-specific, even with a
+    # variant: two of them under one condition and variant are no conflict
+    pf = _rows((None, 0, "text_only", "p-a"), (None, 0, "text_only", "p-b"), ("s", 0, "image", "p-a"))
+    assert conflicting_rows(pf) is pf
+    # nor are rows with a sample_id but no variant
+    pf = _rows(("s", None, "text_only", "p-a"), ("s", None, "text_only", "p-b"), ("s", 0, "image", "p-a"))
+    assert conflicting_rows(pf) is pf

@@ -1,0 +1,39 @@
+"""Tests written to kill surviving mutants of reduce/stats.py (mutmut, issue 16; docs/testing.md).
+
+Expected values are worked out by hand (arithmetic in comments) or by the plain
+reference algorithms of test_summary_reference.py, never by the function under test."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from test_summary_reference import ref_bootstrap_ratios
+from vlm_eval.reduce import paired_comparison
+
+
+def _quad(rows):
+    return pd.DataFrame(rows, columns=["sample_id", "patient_id", "quadrant", "consistent", "complete"])
+
+
+def test_paired_comparison_defaults_are_1000_resamples_seed_0():
+    # 20 samples s00..s19 of 13 patients (s00-s13 two per patient p0..p6, s14-s19 alone)
+    # A Dangerous where i % 3 == 0 (s00 s03 s06 s09 s12 s15 s18: 7/20); B where i % 4 == 0 (s00 s04 s08 s12 s16: 5/20)
+    ids = [f"s{i:02d}" for i in range(20)]
+    pids = [f"p{i // 2}" if i < 14 else f"q{i}" for i in range(20)]
+    a = _quad([(s, p, "Dangerous" if i % 3 == 0 else "Ideal", True, True) for i, (s, p) in enumerate(zip(ids, pids))])
+    b = _quad([(s, p, "Dangerous" if i % 4 == 0 else "Ideal", True, True) for i, (s, p) in enumerate(zip(ids, pids))])
+    got = paired_comparison(a, b)
+    # diff = 7/20 - 5/20 = 0.1
+    assert (got["frac_dangerous_a"], got["frac_dangerous_b"], got["diff_dangerous"]) == pytest.approx((0.35, 0.25, 0.1))
+    da = np.array([i % 3 == 0 for i in range(20)], dtype=float)
+    db = np.array([i % 4 == 0 for i in range(20)], dtype=float)
+    num = np.stack([da - db, da, db], 1)
+
+    def ref(n_boot, seed):
+        _, lo, hi = ref_bootstrap_ratios(num, np.ones_like(num), pids, n_boot, seed)
+        return lo[0], hi[0]
+    want = ref(1000, 0)
+    assert (got["diff_dangerous_ci_low"], got["diff_dangerous_ci_high"]) == pytest.approx(want, abs=1e-12)
+    # the check can tell: 1001 resamples, or seed 1, give another interval
+    assert ref(1001, 0) != pytest.approx(want, abs=1e-12) and ref(1000, 1) != pytest.approx(want, abs=1e-12)
