@@ -75,21 +75,20 @@ def run_pipeline(job) -> dict:
     from vlm_eval.run import run_job
 
     t0 = time.perf_counter()
-    events: list[tuple[float, int]] = []  # (seconds since start, requests scored so far)
-    res = run_job(job, shutdown_ray=False,
-                  progress=lambda e: events.append((time.perf_counter() - t0, int(e.get("requests_scored") or 0))))
+    res = run_job(job, shutdown_ray=False)
     wall = time.perf_counter() - t0
     st = res.counts["models"][job.models[0].name]
+    steady = st.get("steady_requests_per_s")
     return {"wall_s": wall, "scoring_s": st["seconds"], "requests": st["requests_scored"],
             "predictions": st["predictions_written"], "engine_s": st.get("engine_seconds"),
-            "steady_req_s": steady_rate(events)}
+            "steady_req_s": float("nan") if steady is None else steady}
 
 
 def steady_rate(events: list[tuple[float, int]]) -> float:
-    """Requests per second between the first and the last batch of results: the rate once
-    every process has started (one-off start-up and the tail of reduce/report excluded)."""
+    """Direct loop: requests per second between its first and its last engine call (engine
+    build and the tail excluded), as run.json's steady_requests_per_s is for the pipeline."""
     events = [e for e in events if e[1] > 0]
-    if len({round(t, 1) for t, _ in events}) < 4:  # results came in fewer than 4 bursts: no rate to read
+    if len(events) < 2 or events[-1][0] <= events[0][0]:
         return float("nan")
     return (events[-1][1] - events[0][1]) / (events[-1][0] - events[0][0])
 
@@ -301,7 +300,7 @@ def main() -> None:
         "both sides build the engine inside the timing; the pipeline also starts a fresh actor process "
         "(imports torch / vLLM there): fixed costs that a real run amortises over hours.",
         "steady (timeline): requests per second between the first and the last batch of results on each side "
-        "(pipeline: the progress events of run_job; direct: after each engine.score call), i.e. throughput once "
+        "(pipeline: run.json's steady_requests_per_s, from each unit's completion time in the actor; direct: after each engine.score call), i.e. throughput once "
         "every process has started. ratio_vs_cold_direct: the direct loop run as a plain script in a fresh "
         "interpreter (imports + engine build inside its timing, as in the pipeline's actor) vs the pipeline end "
         "to end. pipeline_engine_busy: share of the scoring stage the actor spent inside engine.score.",

@@ -33,7 +33,7 @@ from vlm_eval.pipeline.loader import decode, spec_request, view_images
 from vlm_eval.schema import ERRORS, PREDICTIONS_FILE, conform
 
 OUT_COLUMNS = ("unit_id", "kind", "n_predictions", "n_errors", "n_scored", "n_cached", "n_images",
-               "n_fetched", "n_skipped", "actor", "cache_stats", "engine_s")
+               "n_fetched", "n_skipped", "actor", "cache_stats", "engine_s", "done_at")
 
 
 def retryable_types() -> frozenset:
@@ -183,4 +183,5 @@ class ScoringActor:
         return {"unit_id": unit, "kind": row["kind"], "n_predictions": table.num_rows, "n_errors": len(errors),
                 "n_scored": len(specs) - n_cached, "n_cached": n_cached, "n_images": int(row.get("n_images") or 0),
                 "n_fetched": int(row.get("n_fetched") or 0), "n_skipped": int(row.get("n_skipped") or 0),
-                "actor": self.actor, "cache_stats": self._cache_stats(), "engine_s": self.engine_s}
+                "actor": self.actor, "cache_stats": self._cache_stats(), "engine_s": self.engine_s,
+                "done_at": time.time()}

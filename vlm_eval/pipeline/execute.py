@@ -68,7 +68,22 @@ class ModelRunStats:
     stale_removed: int = 0
     seconds: float = 0.0
     engine_seconds: float = 0.0
+    # steady throughput: requests scored between the first and the last unit's completion
+    first_done: tuple[float, int] | None = None  # (time, requests) of the earliest unit
+    last_done: float = 0.0
     cache_stats: dict = field(default_factory=dict)
+
+    def unit_done(self, at: float, scored: int) -> None:
+        if self.first_done is None or at < self.first_done[0]:
+            self.first_done = (at, scored)
+        self.last_done = max(self.last_done, at)
+
+    def steady_rate(self) -> float | None:
+        """Requests scored per second after the first unit finished (actor start, engine
+        build and the first unit's wait left out); None with fewer than two units."""
+        if self.first_done is None or self.last_done <= self.first_done[0]:
+            return None
+        return round((self.scored - self.first_done[1]) / (self.last_done - self.first_done[0]), 2)
 
     def counts(self) -> dict:
         return {"units": self.units_total, "units_skipped": self.units_skipped, "units_scored": self.units_scored,
@@ -77,6 +92,7 @@ class ModelRunStats:
                 "images_in_scored_units": self.images, "images_fetched": self.images_fetched,
                 "images_skipped_cached": self.images_skipped, "seconds": round(self.seconds, 2),
                 "engine_seconds": round(self.engine_seconds, 2),
+                "steady_requests_per_s": self.steady_rate(),
                 "engine_cache_stats": aggregate_cache_stats(self.cache_stats)}
 
 
@@ -172,6 +188,7 @@ def score_model(job: Job, model: ModelConfig, plan: Plan, run_url: str, progress
         stats.images_skipped += int(row["n_skipped"])
         stats.cache_stats[row["actor"]] = json.loads(row["cache_stats"] or "{}")
         stats.engine_seconds += float(row["engine_s"])
+        stats.unit_done(float(row["done_at"]), int(row["n_scored"]))
         emit(event())
     stats.seconds = time.perf_counter() - t0
     return stats
