@@ -12,7 +12,7 @@ import pytest
 
 from reduce_builders import preds_frame
 from vlm_eval.reduce import margin, prediction
-from vlm_eval.reduce.rows import conflicting_rows
+from vlm_eval.reduce.rows import conflicting_rows, row_problem
 
 
 def test_prediction_of_a_list_with_null_and_nan():
@@ -54,3 +54,32 @@ def test_conflicting_rows_ignores_shared_rows_that_carry_a_variant():
     # nor are rows with a sample_id but no variant
     pf = _rows(("s", None, "text_only", "p-a"), ("s", None, "text_only", "p-b"), ("s", 0, "image", "p-a"))
     assert conflicting_rows(pf) is pf
+
+
+def test_conflicting_rows_two_cells_null_prompt_id_and_a_non_default_index():
+    pf = _rows(("s", 0, "image", "zeta"), ("t", 1, "image", "b"), ("s", 0, "image", None),  # cell (s, 0): zeta, null
+               ("s", 1, "image", "x"),  # alone in its cell
+               ("t", 1, "image", "a"), ("t", 1, "image", "c"),  # cell (t, 1): b, a, c
+               ("t", 1, "text_only", "a"))  # another condition: another cell
+    pf.index = [10, 11, 12, 13, 14, 15, 16]
+    got = conflicting_rows(pf)
+    # (s, 0): a named prompt_id before null -> zeta kept; (t, 1): a < b < c -> a kept; 7 - 1 - 2 = 4 rows, RangeIndex
+    assert list(got.columns) == list(pf.columns) + ["_problem"] and list(got.index) == [0, 1, 2, 3]
+    assert list(zip(got["sample_id"], got["variant"], got["condition"], got["prompt_id"])) == [
+        ("s", 0, "image", "zeta"), ("s", 1, "image", "x"), ("t", 1, "image", "a"), ("t", 1, "text_only", "a")]
+    assert got["_problem"].tolist() == [
+        "2 image predictions for variant 0 with different prompt_ids (null, zeta): ambiguous", None,
+        "3 image predictions for variant 1 with different prompt_ids (a, b, c): ambiguous", None]
+    assert got.loc[1, "_problem"] is None and got.loc[3, "_problem"] is None
+    # two sample-specific rows, no conflict: the input itself comes back (no copy, no _problem column)
+    pf = _rows(("s", 0, "image", "a"), ("s", 1, "image", "b"), ("s", 0, "text_only", "a"))
+    assert conflicting_rows(pf) is pf
+
+
+def test_row_problem_words_every_kind():
+    assert row_problem(None, -1.0, -2.0, problem="two rows") == ("unusable prediction", "two rows")
+    assert row_problem("OOM", None, None) == ("engine error", "OOM")
+    assert row_problem(None, None, -1.0) == ("unusable prediction", "missing or NaN log-probability")
+    assert row_problem(None, -1.0, None) == ("unusable prediction", "missing or NaN log-probability")
+    assert row_problem(None, -np.inf, -np.inf) == ("unusable prediction", "log-probability -inf for both answers")
+    assert row_problem(None, np.inf, -1.0) == ("unusable prediction", "a +inf log-probability")
