@@ -37,3 +37,17 @@ def test_paired_comparison_defaults_are_1000_resamples_seed_0():
     assert (got["diff_dangerous_ci_low"], got["diff_dangerous_ci_high"]) == pytest.approx(want, abs=1e-12)
     # the check can tell: 1001 resamples, or seed 1, give another interval
     assert ref(1001, 0) != pytest.approx(want, abs=1e-12) and ref(1000, 1) != pytest.approx(want, abs=1e-12)
+
+
+def test_wilson_interval_at_n_0_is_nan_without_a_warning():
+    import warnings
+
+    from vlm_eval.reduce import wilson_interval
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0/0 (invalid) and z^2/(2*0) (divide) must stay silent
+        lo, hi = wilson_interval([0, 3], [0, 10])
+    # n = 0 -> NaN; 3/10: z = 1.959964, centre = (0.3 + 0.19207) / 1.38415 = 0.35551,
+    # half = 1.959964 * sqrt(0.021 + 0.0096038) / 1.38415 = 0.24772 -> (0.10779, 0.60322)
+    assert np.isnan(lo[0]) and np.isnan(hi[0])
+    assert (lo[1], hi[1]) == pytest.approx((0.10779, 0.60322), abs=1e-4)
