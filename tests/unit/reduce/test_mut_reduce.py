@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reduce_builders import preds_frame
+from reduce_builders import preds_frame, sample, samples_frame
 from vlm_eval.reduce import margin, prediction
+from vlm_eval.reduce.metrics import orphan_predictions
 from vlm_eval.reduce.rows import conflicting_rows, row_problem
 
 
@@ -83,3 +84,12 @@ def test_row_problem_words_every_kind():
     assert row_problem(None, -1.0, None) == ("unusable prediction", "missing or NaN log-probability")
     assert row_problem(None, -np.inf, -np.inf) == ("unusable prediction", "log-probability -inf for both answers")
     assert row_problem(None, np.inf, -1.0) == ("unusable prediction", "a +inf log-probability")
+
+
+def test_orphan_predictions_of_no_rows_and_of_shared_rows_only_is_0():
+    samples = samples_frame([sample("s")])
+    assert orphan_predictions(samples, _rows()) == 0  # no prediction rows at all
+    assert orphan_predictions(samples, _rows((None, None, "text_only", "p"))) == 0  # a shared row is no orphan
+    # s is known; x twice and y once are not: 3 orphan rows
+    assert orphan_predictions(samples, _rows(("s", 0, "image", "p"), ("x", 0, "image", "p"), ("x", 1, "image", "p"),
+                                             ("y", 0, "image", "p"), (None, 0, "text_only", "p"))) == 3
