@@ -10,6 +10,7 @@ samples, errors for samples not in samples/) are returned under ``problems``.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import posixpath
@@ -194,6 +195,7 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
                         order=keys["order"][at], cluster=keys["cluster"][at])
             del preds
     del samples, sample_bucket, keys
+    _release_memory()  # the buckets' freed pages, before the summary's largest group
     _remove_stale(layout, models, k)
     counts: dict = {}
     n_manifest_errors = tables.manifest_error_count(errs)
@@ -253,6 +255,15 @@ def _positions(todo: pd.DataFrame, quad: pd.DataFrame, todo_mask: np.ndarray) ->
     if (found < 0).any():
         raise ReduceAccountingError("quadrant rows for sample_ids not in the bucket's samples")
     return pos[found]
+
+
+def _release_memory() -> None:
+    """Give freed memory back to the OS (Arrow's pool; glibc's heap where there is one)."""
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _add_counts(total: dict[str, int], more: dict[str, int]) -> None:

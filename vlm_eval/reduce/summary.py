@@ -119,7 +119,7 @@ def summary_row(rows: QuadRows, n_errors: int, n_boot: int, seed, pos: np.ndarra
     del keep
     # clusters numbered by first appearance (bootstrap_ratios' order), summed per cluster first
     codes, uniques = pd.factorize(rows.cluster[idx])
-    names, num, den = ratio_inputs(rows, idx, codes.astype(np.int64), len(uniques))
+    names, num, den = ratio_inputs(rows, idx, codes.astype(np.int64, copy=False), len(uniques))
     del codes
     est, low, high = stats.bootstrap_ratios(num, den, np.arange(len(uniques)), n_boot, seed)
     with_ci = {f"frac_{q.lower()}" for q in QUADRANTS} | set(_RATE_CI) | {f"frac_{a}_reliant" for a in reliant_ablations(rows)}
@@ -191,18 +191,19 @@ def _group_positions(model: np.ndarray, dataset: np.ndarray, finding: np.ndarray
     """(codes of the group's first row, row positions) per group in sorted key order (missing
     keys last, as ``groupby(sort=True, dropna=False)`` gives them), without copying any group."""
     m_rank, d_rank, f_rank = ranks
-    sel = np.flatnonzero(finding != missing_finding) if by_finding else np.arange(len(model))
-    if not len(sel):
+    sel = np.flatnonzero(finding != missing_finding) if by_finding else None
+    if sel is not None and not len(sel):
         return
-    key = m_rank[model[sel]] * len(d_rank) + d_rank[dataset[sel]]
+    key = m_rank[model if sel is None else model[sel]] * len(d_rank) + d_rank[dataset if sel is None else dataset[sel]]
     if by_finding:
         key = key * len(f_rank) + f_rank[finding[sel]]
-    _, inverse = np.unique(key, return_inverse=True)
-    inverse = inverse.ravel()
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse))])
+    order = np.argsort(key, kind="stable")  # by group, rows in their order within one
+    key = key[order]
+    bounds = np.concatenate([[0], np.flatnonzero(key[1:] != key[:-1]) + 1, [len(key)]]) if len(key) else [0]
+    del key
     for i in range(len(bounds) - 1):
-        yield sel[order[bounds[i]:bounds[i + 1]]]
+        chunk = order[bounds[i]:bounds[i + 1]]
+        yield chunk if sel is None else sel[chunk]
 
 
 def summary_table(quadrants, errored: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
