@@ -50,7 +50,7 @@ test-fast: install-test
 # docs/testing.md. Scope it with MUTANTS, e.g. make mutation MUTANTS='vlm_eval.reduce.stats*'
 MUTANTS ?=
 mutation: install-test
-	RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_USAGE_STATS_ENABLED=0 nice -n 10 $(VENV)/bin/mutmut run $(MUTANTS)
+	RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_USAGE_STATS_ENABLED=0 nice -n 19 $(VENV)/bin/mutmut run $(MUTANTS)
 	$(VENV)/bin/mutmut results
 
 clean:

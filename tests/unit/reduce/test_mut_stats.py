@@ -51,3 +51,43 @@ def test_wilson_interval_at_n_0_is_nan_without_a_warning():
     # half = 1.959964 * sqrt(0.021 + 0.0096038) / 1.38415 = 0.24772 -> (0.10779, 0.60322)
     assert np.isnan(lo[0]) and np.isnan(hi[0])
     assert (lo[1], hi[1]) == pytest.approx((0.10779, 0.60322), abs=1e-4)
+
+
+def test_pearson_r_edge_cases_without_warnings():
+    import math
+    import warnings
+
+    from vlm_eval.reduce import pearson_r
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a constant side must be caught before np.corrcoef (0/0 warns)
+        # x = [-1, 1, -1, 1] (std exactly 1), y = [0, 1, 0, 2]: dx = x, dy = [-.75, .25, -.75, 1.25];
+        # sum dx dy = 3, sum dx^2 = 4, sum dy^2 = 2.75 -> r = 3 / sqrt(11) = 0.904534
+        assert pearson_r([-1, 1, -1, 1], [0, 1, 0, 2]) == (pytest.approx(3 / math.sqrt(11)), 4)
+        assert pearson_r([0, 1, 0, 2], [-1, 1, -1, 1]) == (pytest.approx(3 / math.sqrt(11)), 4)
+        r, n = pearson_r([1, 1, 1, 1], [1, 2, 3, 4])  # no variance in x
+        assert math.isnan(r) and n == 4
+        r, n = pearson_r([1, 2, 3, 4], [5, 5, 5, 5])  # no variance in y
+        assert math.isnan(r) and n == 4
+        r, n = pearson_r([1, 2], [3, 5])  # two pairs: not measured (would be exactly 1)
+        assert math.isnan(r) and n == 2
+    # null / NaN / inf pairs are left out: the 3 finite pairs (1, 2), (2, 4), (5, 10) lie on y = 2x -> r = 1
+    assert pearson_r([1, 2, None, 4, 5, np.inf], [2, 4, 6, None, 10, 1]) == (pytest.approx(1.0), 3)
+
+
+def test_flip_vs_dangerous_uses_rows_with_n_above_0_and_no_finding():
+    from vlm_eval.reduce import flip_vs_dangerous
+
+    summary = pd.DataFrame({
+        "finding": [None, None, None, None, None, "nodule"],
+        "n": [1, 5, 5, 5, 0, 5],
+        "flip_rate_question": [0.0, 0.2, 0.4, 0.6, 1.0, 0.9],
+        "flip_rate_pair": [0.0, 0.1, 0.3, 0.2, 1.0, 0.9],
+        "frac_dangerous": [1.0, 0.2, 0.4, 0.8, 0.0, 0.1],
+    })
+    got = flip_vs_dangerous(summary)
+    # rows 0-3. question: dx = [-.3, -.1, .1, .3], dy = [.4, -.4, -.2, .2]: sum dx dy = -0.04,
+    # sum dx^2 = 0.2, sum dy^2 = 0.4 -> r = -0.04 / sqrt(0.08) = -0.141421
+    # pair: dx = [-.15, -.05, .15, .05]: sum dx dy = -0.06, sum dx^2 = 0.05 -> r = -0.06 / sqrt(0.02) = -0.424264
+    assert got["n"] == 4
+    assert (got["r_question"], got["r_pair"]) == pytest.approx((-0.141421, -0.424264), abs=1e-6)
