@@ -202,6 +202,7 @@ def _child(kind: str, run_dir: str, profile_out: str | None, buckets: int | None
 
     t_import = time.perf_counter() - t_import
     rss0 = C.peak_rss_mib()
+    load = os.getloadavg()[0]  # when this child starts (after any wait for --lock)
     prof = None
     if profile_out:
         import cProfile
@@ -230,7 +231,7 @@ def _child(kind: str, run_dir: str, profile_out: str | None, buckets: int | None
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"seconds": seconds, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": C.peak_rss_mib(),
-                      "rss_after_import_mib": rss0,
+                      "rss_after_import_mib": rss0, "load_avg_1m": load,
                       "import_s": t_import, **extra}))
 
 
@@ -342,7 +343,7 @@ def main() -> None:
                   f"{res['peak_rss_mib']:.0f} MiB" + (f"; one pass {one['seconds']:.1f} s, peak RSS "
                                                       f"{one['peak_rss_mib']:.0f} MiB" if one else ""))
             rows_out.append({"rows": shape["rows"], "samples": shape["samples"], "buckets": res["buckets"],
-                             "locked": locked, "load_avg_1m_at_start": load,
+                             "locked": locked, "load_avg_1m_at_start": res.get("load_avg_1m", load),
                              "reduce_run_s": res["seconds"], "reduce_cpu_s": res.get("cpu_s"),
                              "reduce_peak_rss_mib": res["peak_rss_mib"],
                              "one_pass_s": one["seconds"] if one else None,
