@@ -91,3 +91,37 @@ def test_flip_vs_dangerous_uses_rows_with_n_above_0_and_no_finding():
     # pair: dx = [-.15, -.05, .15, .05]: sum dx dy = -0.06, sum dx^2 = 0.05 -> r = -0.06 / sqrt(0.02) = -0.424264
     assert got["n"] == 4
     assert (got["r_question"], got["r_pair"]) == pytest.approx((-0.141421, -0.424264), abs=1e-6)
+
+
+def test_seed_for_mixes_the_key_into_the_seed():
+    import zlib
+
+    from vlm_eval.reduce.stats import seed_for
+
+    # documented: SeedSequence([seed, crc32(repr(key))]); the key is the tuple of the extra arguments
+    want = np.random.SeedSequence([7, zlib.crc32(repr(("m1", "ds")).encode())])
+    assert seed_for(7, "m1", "ds").entropy == want.entropy
+    a, b = (np.random.default_rng(seed_for(7, *k)).random(3) for k in (("m1", "ds"), ("m2", "ds")))
+    assert not np.allclose(a, b)  # two groups of one run get two bootstrap streams
+
+
+def test_cluster_codes_are_sorted_patients_then_sorted_lone_samples():
+    from vlm_eval.reduce.stats import cluster_codes
+
+    # patients sorted: p1 -> 0, p2 -> 1; then samples without a patient ("" and " " are none), sorted: s2 2, s5 3, s6 4
+    got = cluster_codes(["p2", None, "p1", "p2", "", " "], ["s1", "s5", "s3", "s4", "s2", "s6"])
+    assert got.tolist() == [1, 3, 0, 1, 2, 4]
+
+
+def test_auroc_drops_null_scores_and_is_nan_silently_for_one_class():
+    import math
+    import warnings
+
+    from vlm_eval.reduce import auroc
+
+    # None is no score: positives {0.9, 0.4}, negatives {0.1, 0.4}: pairs (0.9 > 0.1, 0.9 > 0.4, 0.4 > 0.1, 0.4 = 0.4)
+    # = 3 + 1/2 of 4 -> 0.875
+    assert auroc([0.9, None, 0.4, 0.1, 0.4], [True, True, True, False, False]) == pytest.approx(0.875)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(auroc([0.1, 0.2], [True, True])) and math.isnan(auroc([0.1, 0.2], [False, False]))
