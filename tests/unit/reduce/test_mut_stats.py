@@ -110,7 +110,7 @@ def test_cluster_codes_are_sorted_patients_then_sorted_lone_samples():
 
     # patients sorted: p1 -> 0, p2 -> 1; then samples without a patient ("" and " " are none), sorted: s2 2, s5 3, s6 4
     got = cluster_codes(["p2", None, "p1", "p2", "", " "], ["s1", "s5", "s3", "s4", "s2", "s6"])
-    assert got.tolist() == [1, 3, 0, 1, 2, 4]
+    assert got.tolist() == [1, 3, 0, 1, 2, 4] and got.dtype == np.int64
 
 
 def test_auroc_drops_null_scores_and_is_nan_silently_for_one_class():
