@@ -125,3 +125,20 @@ def test_auroc_drops_null_scores_and_is_nan_silently_for_one_class():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert math.isnan(auroc([0.1, 0.2], [True, True])) and math.isnan(auroc([0.1, 0.2], [False, False]))
+
+
+def test_bootstrap_ratios_defaults_are_1000_resamples_seed_0_level_95():
+    from vlm_eval.reduce import bootstrap_ratios
+
+    # 12 rows of 7 clusters, a ratio of sums: sum(num) = 15.0, sum(den) = 20 -> estimate 0.75
+    clusters = [0, 0, 1, 2, 2, 3, 4, 4, 5, 5, 6, 6]
+    num = np.array([0.3, 1.7, 0.2, 2.5, 0.9, 1.1, 0.4, 3.0, 0.6, 1.3, 0.8, 2.2])[:, None]
+    den = np.array([1, 2, 1, 3, 1, 2, 1, 2, 1, 1, 2, 3.0])[:, None]
+    est, lo, hi = bootstrap_ratios(num, den, np.array(clusters))
+    assert est[0] == pytest.approx(0.75)
+    want = ref_bootstrap_ratios(num, den, clusters, 1000, 0)
+    assert (lo[0], hi[0]) == pytest.approx((want[1][0], want[2][0]), abs=1e-12)
+    # the check can tell: 1001 resamples or seed 1 give another interval
+    for n_boot, seed in ((1001, 0), (1000, 1)):
+        other = ref_bootstrap_ratios(num, den, clusters, n_boot, seed)
+        assert (other[1][0], other[2][0]) != pytest.approx((want[1][0], want[2][0]), abs=1e-12)
