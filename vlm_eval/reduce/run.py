@@ -194,6 +194,7 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
                 acc.add(m_code, quad, dataset=keys["dataset"][at], finding=keys["finding"][at],
                         order=keys["order"][at], cluster=keys["cluster"][at])
             del preds
+            _release_memory()  # a bucket's freed pages, before the next one
     del samples, sample_bucket, keys
     _release_memory()  # the buckets' freed pages, before the summary's largest group
     _remove_stale(layout, models, k)
