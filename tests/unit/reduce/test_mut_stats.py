@@ -142,3 +142,18 @@ def test_bootstrap_ratios_defaults_are_1000_resamples_seed_0_level_95():
     for n_boot, seed in ((1001, 0), (1000, 1)):
         other = ref_bootstrap_ratios(num, den, clusters, n_boot, seed)
         assert (other[1][0], other[2][0]) != pytest.approx((want[1][0], want[2][0]), abs=1e-12)
+
+
+def test_bootstrap_ratios_with_a_zero_denominator_is_nan_without_a_warning():
+    import warnings
+
+    from vlm_eval.reduce import bootstrap_ratios
+
+    # columns: 1/2 = 0.5; 0/0 (invalid) -> NaN; 1/0 (divide) -> NaN; no interval where the estimate is NaN
+    num = np.array([[1, 0, 1], [0, 0, 0.0]])
+    den = np.array([[1, 0, 0], [1, 0, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est, lo, hi = bootstrap_ratios(num, den, np.array([0, 1]), n_boot=50, seed=3)
+    assert est[0] == 0.5 and np.isnan(est[1:]).all()
+    assert 0.0 <= lo[0] <= 0.5 <= hi[0] <= 1.0 and np.isnan(lo[1:]).all() and np.isnan(hi[1:]).all()
