@@ -157,3 +157,14 @@ def test_bootstrap_ratios_with_a_zero_denominator_is_nan_without_a_warning():
         est, lo, hi = bootstrap_ratios(num, den, np.array([0, 1]), n_boot=50, seed=3)
     assert est[0] == 0.5 and np.isnan(est[1:]).all()
     assert 0.0 <= lo[0] <= 0.5 <= hi[0] <= 1.0 and np.isnan(lo[1:]).all() and np.isnan(hi[1:]).all()
+
+
+def test_bootstrap_ratios_with_0_and_1_resamples():
+    from vlm_eval.reduce import bootstrap_ratios
+
+    num, den, clusters = np.array([1.0, 0.0, 1.0, 1.0]), np.ones(4), np.array([0, 1, 2, 3])
+    est, lo, hi = bootstrap_ratios(num, den, clusters, n_boot=0)
+    assert est[0] == 0.75 and np.isnan(lo[0]) and np.isnan(hi[0])  # 3/4; no resamples, no interval
+    est, lo, hi = bootstrap_ratios(num, den, clusters, n_boot=1, seed=5)
+    # one resample: both ends are its ratio, a multiple of 1/4 within [0, 1]
+    assert est[0] == 0.75 and lo[0] == hi[0] and lo[0] * 4 == round(lo[0] * 4) and 0.0 <= lo[0] <= 1.0
