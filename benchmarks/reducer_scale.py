@@ -230,9 +230,18 @@ def _child(kind: str, run_dir: str, profile_out: str | None, buckets: int | None
     import resource
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"seconds": seconds, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": C.peak_rss_mib(),
+    print(json.dumps({"seconds": seconds, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": _own_peak_mib(),
                       "rss_after_import_mib": rss0, "load_avg_1m": load,
                       "import_s": t_import, **extra}))
+
+
+def _own_peak_mib() -> float:
+    """This process image's peak RSS (VmHWM): ru_maxrss also counts the parent's RSS at fork/exec."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return C.peak_rss_mib()
 
 
 def run_child(kind: str, run_dir: str, profile_out: str | None = None, timeout: float = 3600,
@@ -374,7 +383,7 @@ def main() -> None:
                      f"larger sizes; quadrants of reduce_run vs groupby-apply there: {agree}")
     notes.append("reduce_run includes reading, dedup, quadrants, summary with 1000 bootstrap resamples and "
                  "writing quadrants/ + summary; timed inside a fresh process (imports excluded); peak RSS is "
-                 "that process's ru_maxrss; reduce_cpu_s is its user+system CPU time including imports "
+                 "that process's own VmHWM (ru_maxrss would count the parent's RSS at fork/exec); reduce_cpu_s is its user+system CPU time including imports "
                  "(on a shared machine wall time also counts waiting for a core).")
     if args.lock:
         notes.append(f"children of <= {args.lock_rows:,.0f} rows ran under `flock {args.lock}` (their seconds are "
