@@ -168,3 +168,43 @@ def test_bootstrap_ratios_with_0_and_1_resamples():
     est, lo, hi = bootstrap_ratios(num, den, clusters, n_boot=1, seed=5)
     # one resample: both ends are its ratio, a multiple of 1/4 within [0, 1]
     assert est[0] == 0.75 and lo[0] == hi[0] and lo[0] * 4 == round(lo[0] * 4) and 0.0 <= lo[0] <= 1.0
+
+
+def test_bootstrap_ratios_in_chunks_with_zero_denominator_resamples_equals_the_reference(monkeypatch):
+    from vlm_eval.reduce import stats
+
+    # 10 resample-cells per chunk and 4 clusters -> chunks of 2 resamples; 301 is not a multiple of 2
+    monkeypatch.setattr(stats, "_CHUNK_CELLS", 10)
+    clusters = [0, 1, 1, 2, 3]
+    # denominators 0 (cluster 0), 1 (cluster 3) and 2 / 3: resamples with a denominator of 0 (NaN) and of 1 occur
+    num = np.array([[0.0], [1.0], [0.37], [0.0], [0.83]])
+    den = np.array([[0.0], [1.0], [1.0], [0.0], [1.0]])
+    for level in (0.5, 0.8, 0.98):
+        est, lo, hi = stats.bootstrap_ratios(num, den, np.array(clusters), n_boot=301, seed=4, level=level)
+        assert est[0] == pytest.approx(2.2 / 3)  # (1 + 0.37 + 0.83) / 3
+        _, r_lo, r_hi = ref_bootstrap_ratios(num, den, clusters, 301, 4, level=level)
+        assert (lo[0], hi[0]) == pytest.approx((r_lo[0], r_hi[0]), abs=1e-12), level
+    # 9 clusters of varied ratios, 20 cells per chunk -> chunks of 2; the last chunk holds the 301st resample alone
+    monkeypatch.setattr(stats, "_CHUNK_CELLS", 20)
+    num = np.array([0.0, 1.0, 0.37, 0.0, 0.83, 1.9, 0.11, 2.6, 0.5])[:, None]
+    den = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 2.0, 1.0, 3.0, 1.0])[:, None]
+    est, lo, hi = stats.bootstrap_ratios(num, den, np.arange(9), n_boot=301, seed=4)
+    assert est[0] == pytest.approx(0.731)  # 7.31 / 10
+    _, r_lo, r_hi = ref_bootstrap_ratios(num, den, list(range(9)), 301, 4)
+    assert (lo[0], hi[0]) == pytest.approx((r_lo[0], r_hi[0]), abs=1e-12)
+
+
+def test_bootstrap_ratios_interval_is_nan_and_silent_when_no_resample_has_a_denominator():
+    import warnings
+
+    from vlm_eval.reduce import bootstrap_ratios
+
+    # only cluster 0 of 50 has a denominator; seed 2's single resample of 50 draws never picks cluster 0
+    # (checked with numpy's generator), so the estimate is 1.0 and the interval is not measured
+    num = np.zeros(50)
+    den = np.zeros(50)
+    num[0] = den[0] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est, lo, hi = bootstrap_ratios(num, den, np.arange(50), n_boot=1, seed=2)
+    assert est[0] == 1.0 and np.isnan(lo[0]) and np.isnan(hi[0])
