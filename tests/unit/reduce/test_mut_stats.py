@@ -201,10 +201,13 @@ def test_bootstrap_ratios_interval_is_nan_and_silent_when_no_resample_has_a_deno
 
     # only cluster 0 of 50 has a denominator; seed 2's single resample of 50 draws never picks cluster 0
     # (checked with numpy's generator), so the estimate is 1.0 and the interval is not measured
-    num = np.zeros(50)
-    den = np.zeros(50)
-    num[0] = den[0] = 1.0
+    # (column 1; column 0 has num = den = 1 everywhere: every resample gives 1)
+    num = np.zeros((50, 2))
+    den = np.zeros((50, 2))
+    num[:, 0] = den[:, 0] = 1.0
+    num[0, 1] = den[0, 1] = 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         est, lo, hi = bootstrap_ratios(num, den, np.arange(50), n_boot=1, seed=2)
-    assert est[0] == 1.0 and np.isnan(lo[0]) and np.isnan(hi[0])
+    assert est.tolist() == [1.0, 1.0] and lo[0] == hi[0] == 1.0
+    assert np.isnan(lo[1]) and np.isnan(hi[1])
