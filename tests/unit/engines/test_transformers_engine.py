@@ -1,7 +1,6 @@
 """The transformers engine and the shared prompting helpers, on tiny real-architecture VLMs."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
 import os
@@ -22,7 +21,7 @@ from vlm_eval.engines.prompting import (  # noqa: E402
     render_prompt,
 )
 from vlm_eval.engines.transformers import TransformersEngine  # noqa: E402
-from vlm_eval.errors import InputError, MissingDependencyError, UnsupportedModelError, UserError  # noqa: E402
+from vlm_eval.errors import InputError, UnsupportedModelError, UserError  # noqa: E402
 from vlm_eval.models import ARCHITECTURES, build_tiny_model  # noqa: E402
 
 SYSTEM = "You are a medical imaging expert. For yes/no questions, respond with only Yes or No."
@@ -217,13 +216,6 @@ def test_loads_from_an_fsspec_url(folders, tmp_path, monkeypatch):
     req = ScoreRequest(prompt=QUESTIONS[0], system=SYSTEM, image=_image(0))
     local = TransformersEngine({"name": "m", "path": folders["gemma3"]})
     assert eng.score([req])[0].logprobs == pytest.approx(local.score([req])[0].logprobs, abs=1e-6)
-
-
-def test_lora_needs_peft(folders, tmp_path):
-    if importlib.util.find_spec("peft") is not None:
-        pytest.skip("peft is installed")
-    with pytest.raises(MissingDependencyError, match="pip install peft"):
-        TransformersEngine({"name": "m", "path": folders["gemma3"], "lora": str(tmp_path)})
 
 
 def test_built_in_engine_name_resolves(folders):
