@@ -1,7 +1,7 @@
 """A LoRA adapter without peft is a clear MissingDependencyError naming the fix (issue 16.3).
 
-tests/unit/engines/test_lora_needs_peft skips wherever peft is installed (CI installs it).
-Here the same check runs in a subprocess whose import system cannot see peft: every
+CI installs peft, so a plain test would always skip there. The check runs in a
+subprocess whose import system cannot see peft instead: every
 meta-path finder is wrapped to answer "not found" for ``peft``, so ``import peft`` fails
 and ``importlib.util.find_spec("peft")`` is None there, exactly as on a machine without it.
 """
