@@ -88,7 +88,6 @@ class ScoringActor:
         # (prompt, image id, condition) -> scores of size-only views (blank) scored by this
         # actor: a blank of one size and prompt is scored once per actor, not per image.
         self.size_only_scores: dict[tuple, list] = {}
-        self.engine_s = 0.0
         try:
             self.engine = load_engine(model)
         except Exception as exc:
@@ -111,7 +110,8 @@ class ScoringActor:
         except Exception:  # noqa: BLE001 - optional diagnostics never fail a unit
             return "{}"
 
-    def _score_misses(self, specs: list[dict], images: dict[str, Any]) -> tuple[list[ScoreResult], list[int]]:
+    def _score_misses(self, specs: list[dict], images: dict[str, Any]) -> tuple[list[ScoreResult], list[int], float]:
+        """(result per spec, positions scored now, seconds inside the engine)."""
         from vlm_eval.conditions import CONDITIONS
 
         for s in specs:  # size-only views (blank) this actor scored for an earlier unit
@@ -133,7 +133,7 @@ class ScoringActor:
             slot.append(distinct[k])
         t0 = time.perf_counter()
         fresh = score_isolating_failures(self.engine, requests)
-        self.engine_s = time.perf_counter() - t0  # this unit's time inside the engine (run.json)
+        engine_s = time.perf_counter() - t0  # this unit's time inside the engine (run.json)
         results: list[ScoreResult | None] = [None] * len(specs)
         for i, j in zip(miss, slot):
             results[i] = fresh[j]
@@ -145,16 +145,15 @@ class ScoringActor:
         for i, s in enumerate(specs):
             if s["hit"] is not None:
                 results[i] = cache.hit_result(s["hit"])
-        return results, miss
+        return results, miss, engine_s
 
     def _score_unit(self, row: dict) -> dict[str, Any]:
         name, unit = self.model["name"], row["unit_id"]
-        self.engine_s = 0.0
         errors = json.loads(row.get("errors") or "[]")
         specs = json.loads(row["specs"])
         try:
             images = {u: decode(b) for u, b in zip(row["image_uris"] or [], row["images"] or [])}
-            results, miss = self._score_misses(specs, images)
+            results, miss, engine_s = self._score_misses(specs, images)
         except EngineError:
             raise
         except Exception as exc:
@@ -183,5 +182,5 @@ class ScoringActor:
         return {"unit_id": unit, "kind": row["kind"], "n_predictions": table.num_rows, "n_errors": len(errors),
                 "n_scored": len(specs) - n_cached, "n_cached": n_cached, "n_images": int(row.get("n_images") or 0),
                 "n_fetched": int(row.get("n_fetched") or 0), "n_skipped": int(row.get("n_skipped") or 0),
-                "actor": self.actor, "cache_stats": self._cache_stats(), "engine_s": self.engine_s,
+                "actor": self.actor, "cache_stats": self._cache_stats(), "engine_s": engine_s,
                 "done_at": time.time()}

@@ -245,17 +245,14 @@ def reduce_run(run_url: str, taxonomy: TaxonomyConfig | None = None, n_boot: int
 
 
 def _positions(todo: pd.DataFrame, quad: pd.DataFrame, todo_mask: np.ndarray) -> np.ndarray:
-    """Positions in the bucket's samples frame of ``quad``'s rows (row i of quad is sample
-    i of todo, as ``metrics.quadrant_table`` builds it; else matched by sample_id)."""
-    pos = np.flatnonzero(todo_mask)
+    """Positions in the bucket's samples frame of ``quad``'s rows: row i of quad is sample i
+    of todo (``metrics.quadrant_table`` builds one row per sample, in order; its only path
+    since the frame fallback left the package), checked rather than assumed."""
     q_ids = quad["sample_id"].to_numpy(dtype=object)
     t_ids = todo["sample_id"].to_numpy(dtype=object)
-    if len(q_ids) == len(t_ids) and bool((q_ids == t_ids).all()):
-        return pos
-    found = pd.Index(t_ids, dtype=object).get_indexer(q_ids)
-    if (found < 0).any():
-        raise ReduceAccountingError("quadrant rows for sample_ids not in the bucket's samples")
-    return pos[found]
+    if len(q_ids) != len(t_ids) or not bool((q_ids == t_ids).all()):
+        raise ReduceAccountingError("quadrant rows are not one per sample of the bucket, in order")
+    return np.flatnonzero(todo_mask)
 
 
 def _release_memory() -> None:
