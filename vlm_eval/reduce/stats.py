@@ -45,17 +45,27 @@ def cluster_codes(patient_id, sample_id) -> np.ndarray:
     return codes
 
 
-def bootstrap_weights(n_clusters: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, n_clusters) multiplicities of clusters drawn with replacement."""
+def bootstrap_weights(n_clusters: int, n_boot: int, rng: np.random.Generator, out: np.ndarray | None = None) -> np.ndarray:
+    """(n_boot, n_clusters) multiplicities of clusters drawn with replacement, as float64.
+
+    One resample at a time into ``out`` (reused across chunks): the draws are those of one
+    ``rng.integers(size=(n_boot, n_clusters))`` call (the same stream, row by row), but no
+    chunk-sized temporary is allocated, touched for the first time and freed per chunk
+    (page faults were most of the bootstrap's time at archive scale)."""
+    w = np.empty((n_boot, n_clusters)) if out is None else out[:n_boot]
     dtype = np.int32 if n_clusters < 2**31 else np.int64
-    draws = rng.integers(0, n_clusters, size=(n_boot, n_clusters), dtype=dtype)
-    cells = n_boot * n_clusters
-    if dtype == np.int32 and cells < 2**31:  # offset each resample's draws in place, no int64 copy
-        draws += (np.arange(n_boot, dtype=np.int32) * np.int32(n_clusters))[:, None]
-        flat = draws.ravel()
-    else:
-        flat = (draws + (np.arange(n_boot, dtype=np.int64) * n_clusters)[:, None]).ravel()
-    return np.bincount(flat, minlength=cells).reshape(n_boot, n_clusters)
+    for b in range(n_boot):
+        w[b] = np.bincount(rng.integers(0, n_clusters, size=n_clusters, dtype=dtype), minlength=n_clusters)
+    return w
+
+
+def _distinct_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct columns of ``m``, byte for byte, contiguous; for each column of ``m``
+    its index among them): ``m == distinct[:, back]``."""
+    seen: dict[bytes, int] = {}
+    back = np.array([seen.setdefault(m[:, j].tobytes(), len(seen)) for j in range(m.shape[1])], dtype=np.int64)
+    first = np.array([int(np.flatnonzero(back == i)[0]) for i in range(len(seen))], dtype=np.int64)
+    return np.ascontiguousarray(m[:, first]), back
 
 
 def bootstrap_ratios(num, den, clusters, n_boot: int = 1000, seed=0, level: float = 0.95):
@@ -81,13 +91,17 @@ def bootstrap_ratios(num, den, clusters, n_boot: int = 1000, seed=0, level: floa
         return est, nan, nan.copy()
     rng = np.random.default_rng(seed)
     chunk = max(1, min(n_boot, _CHUNK_CELLS // n_clusters))
-    reps = []
+    # one product per chunk over the distinct per-cluster columns (denominators repeat:
+    # every quadrant share has the same one), mapped back to (num, den) columns after
+    both, back = _distinct_columns(np.concatenate([num_c, den_c], 1))
+    buf = np.empty((chunk, n_clusters))
+    reps = np.empty((n_boot, k))
     for start in range(0, n_boot, chunk):  # chunks of resamples, bounded memory
-        w = bootstrap_weights(n_clusters, min(chunk, n_boot - start), rng).astype(float)
-        rn, rd = w @ num_c, w @ den_c
+        w = bootstrap_weights(n_clusters, min(chunk, n_boot - start), rng, buf)
+        sums = (w @ both)[:, back]
+        rn, rd = sums[:, :k], sums[:, k:]
         with np.errstate(invalid="ignore", divide="ignore"):
-            reps.append(np.where(rd > 0, rn / np.where(rd > 0, rd, 1.0), np.nan))
-    reps = np.concatenate(reps)
+            reps[start:start + len(w)] = np.where(rd > 0, rn / np.where(rd > 0, rd, 1.0), np.nan)
     alpha = (1.0 - level) / 2.0
     low, high = np.full(k, np.nan), np.full(k, np.nan)
     ok = ~np.isnan(est) & (np.isfinite(reps).sum(0) > 0)

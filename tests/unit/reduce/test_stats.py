@@ -59,6 +59,27 @@ def test_bootstrap_weights_resample_every_cluster_count():
     assert w.shape == (50, 7) and (w.sum(1) == 7).all()
 
 
+def test_bootstrap_weights_are_one_draw_of_every_resample_in_chunks_into_one_buffer():
+    # the weights are the cluster counts of rng.integers(size=(n_boot, n_clusters)), whatever
+    # the chunking: two chunks of 30 into one reused buffer = the first 60 rows of that draw
+    draws = np.random.default_rng(3).integers(0, 7, size=(60, 7), dtype=np.int32)
+    expected = np.stack([np.bincount(r, minlength=7) for r in draws]).astype(float)
+    rng, buf = np.random.default_rng(3), np.full((30, 7), -1.0)
+    first = stats.bootstrap_weights(7, 30, rng, buf).copy()
+    second = stats.bootstrap_weights(7, 30, rng, buf)
+    assert second.base is buf or second is buf  # written into the buffer, not a new array
+    assert np.array_equal(np.concatenate([first, second]), expected)
+
+
+def test_distinct_columns_maps_every_column_back():
+    m = np.array([[1.0, 2.0, 1.0, 0.0, 2.0, -0.0], [3.0, 4.0, 3.0, 0.0, 4.0, 0.0]])
+    distinct, back = stats._distinct_columns(m)
+    # columns 0 = 2 and 1 = 4; column 5 equals column 3 as numbers but not byte for byte
+    # (-0.0): kept apart, which costs a column of the product and changes no value
+    assert distinct.shape == (2, 4) and back.tolist() == [0, 1, 0, 2, 1, 3]
+    assert np.array_equal(distinct[:, back], m) and distinct.flags.c_contiguous
+
+
 def test_cluster_codes_use_patient_else_sample():
     codes = stats.cluster_codes(["p1", None, "p1", None], ["a", "b", "c", "d"])
     assert codes[0] == codes[2] and len(set(codes)) == 3
