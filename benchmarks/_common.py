@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-RESULTS_DIR = os.path.join(HERE, "results")
+RESULTS_DIR = os.environ.get("VLM_EVAL_BENCH_RESULTS") or os.path.join(HERE, "results")  # tests write elsewhere
 if REPO not in sys.path:  # run as `python benchmarks/X.py` from a clean clone
     sys.path.insert(0, REPO)
 
@@ -193,6 +193,16 @@ def timed(store: dict[str, float], key: str):
 def peak_rss_mib() -> float:
     """This process's peak resident set size (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def own_peak_rss_mib() -> float:
+    """This process image's own peak RSS (VmHWM). ``ru_maxrss`` of a child also counts its
+    parent's RSS at fork/exec (a benchmark parent that ran Ray or built data first)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return peak_rss_mib()
 
 
 def has_module(name: str) -> bool:

@@ -9,7 +9,7 @@ Prints, side by side, with met / missed against the issue's targets:
 2. **driver peak memory and planning time** at two sizes (default 1.4 M and 5 M samples):
    a fresh process runs the driver's part of a run (``prepare_samples`` = adapter +
    prompts + the samples table written once, then ``plan_for_job``) over a generated
-   PadChest labels file (images need not exist); peak RSS from ``getrusage``.
+   PadChest labels file (images need not exist); its own peak RSS (``VmHWM``).
 3. **pipeline vs direct loop** for the scripted engine at 10 ms/request and the tiny
    transformers model (``pipeline_overhead``'s paths, same requests; the direct loop also
    as a fresh script, whose imports and engine build count as the pipeline actor's do).
@@ -23,7 +23,6 @@ import gzip
 import json
 import os
 import re
-import resource
 import shutil
 import socket
 import subprocess
@@ -136,24 +135,25 @@ def fetches(work: str, n_images: int, new_frac: float) -> dict:
 
 
 def _plan_child(labels: str, out: str) -> None:
-    """In a fresh process: the driver's part of a run; prints JSON (peak RSS, times)."""
+    """In a fresh process: the driver's part of a run; prints JSON (this process's own peak
+    RSS, VmHWM, and times)."""
     from vlm_eval.layout import RunLayout
     from vlm_eval.pipeline.plan import plan_for_job
     from vlm_eval.run import prepare_samples
 
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = C.own_peak_rss_mib()
     job = job_for(labels, "/nonexistent/images", out, "plan")
     layout = RunLayout(os.path.join(out, "plan"))
     t0 = time.perf_counter()
     stats = prepare_samples(job, layout)
     t1 = time.perf_counter()
-    rss_samples = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_samples = C.own_peak_rss_mib()
     plan = plan_for_job(layout.samples_file, job)
     t2 = time.perf_counter()
     print(json.dumps({"samples": stats["samples"], "units": plan.units.num_rows, "images": plan.n_images,
                       "load_and_write_s": t1 - t0, "plan_s": t2 - t1,
-                      "rss_after_imports_mb": rss0 / 1024, "peak_rss_samples_mb": rss_samples / 1024,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "rss_after_imports_mb": rss0, "peak_rss_samples_mb": rss_samples,
+                      "peak_rss_mb": C.own_peak_rss_mib(),
                       "samples_file_mb": os.path.getsize(layout.samples_file) / 2**20}))
 
 

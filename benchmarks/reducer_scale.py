@@ -230,18 +230,9 @@ def _child(kind: str, run_dir: str, profile_out: str | None, buckets: int | None
     import resource
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"seconds": seconds, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": _own_peak_mib(),
+    print(json.dumps({"seconds": seconds, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": C.own_peak_rss_mib(),
                       "rss_after_import_mib": rss0, "load_avg_1m": load,
                       "import_s": t_import, **extra}))
-
-
-def _own_peak_mib() -> float:
-    """This process image's peak RSS (VmHWM): ru_maxrss also counts the parent's RSS at fork/exec."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration, ValueError):
-        return C.peak_rss_mib()
 
 
 def run_child(kind: str, run_dir: str, profile_out: str | None = None, timeout: float = 3600,

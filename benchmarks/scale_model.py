@@ -12,10 +12,16 @@ benchmark's JSON in benchmarks/results/) or ASSUMED (pass a flag to replace it):
 - Prompt shape (ASSUMED): 256 image tokens + ~30 system/template tokens per image prefix,
   ~40 question tokens per variant; 14 findings x 6 variants per image.
 - CPU side (MEASURED here): per image, ``load_image`` of a MIMIC-sized JPEG (2544 x 3056)
-  downscaled to max_image_side 2048, plus the pipeline's PNG re-encode for transport and
-  the actor's decode; ``cache.load`` cost and memory per cache entry; cache-key hashing.
-- FROM RESULTS: image encodings per image of our plan (forward_passes.json), reducer
-  throughput (reducer_scale.json).
+  downscaled to max_image_side 2048, plus the loader's transport encode (a downscaled image
+  travels as PNG) and the actor's decode; a cache partition's load time and memory per
+  entry (``cache.load_part``: what a loader reads for a unit); cache-key hashing.
+- Nightly (as built, issue 13): a loader asks the store for each image's version (one
+  metadata request per image: ASSUMED ``--metadata-ms`` round trip, up to
+  ``prekey.METADATA_REQUESTS_IN_FLIGHT`` per unit, ``loader_pool_size`` loaders per GPU) and
+  fetches only new or changed images; unchanged ones are served from the cache.
+- FROM RESULTS: image encodings per image of our plan (forward_passes.json; image-major
+  units: 1.0), images per unit (archive_scale.json's plan), reducer throughput
+  (reducer_scale.json, the largest run).
 
 Model: the GPU stage and the CPU/IO stage stream concurrently, so a run takes
 max(GPU, CPU/IO) + fixed costs (Ray start, engine start, cache load) + the reduce (one
@@ -71,40 +77,38 @@ def measure_image_path(n: int = 6) -> dict:
 
 
 def measure_cache(n: int = 200_000) -> dict:
-    """cache.load seconds and bytes per entry (a dict of sha256-hex -> 3 floats per entry)."""
+    """One cache partition of ``n`` entries (the real layout and reader, ``cache.load_part``):
+    load seconds and resident bytes per entry, and the cost of one request key."""
     import gc
     import hashlib
+    import shutil
 
     import numpy as np
     import pyarrow as pa
 
-    from vlm_eval.pipeline import cache
-    from vlm_eval.storage import write_parquet_atomic
+    from vlm_eval.engines.base import ScoreRequest
+    from vlm_eval.pipeline import cache, cache_store
 
     d = tempfile.mkdtemp(prefix="vlm-eval-cache-")
     rng = np.random.default_rng(0)
-    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)]
-    t = pa.table({"cache_key": keys, "logprob_yes": rng.normal(size=n), "logprob_no": rng.normal(size=n),
-                  "other_mass": rng.uniform(size=n)}, schema=cache.CACHE_SCHEMA)
-    write_parquet_atomic(t, os.path.join(d, "model=k", "part=00", "part.parquet"))
+    keys = [hashlib.sha256(str(i).encode()).digest() for i in range(n)]
+    t = pa.table({"cache_key": pa.array(keys, pa.binary(32)), "logprob_yes": rng.normal(size=n),
+                  "logprob_no": rng.normal(size=n), "other_mass": rng.uniform(size=n)}, schema=cache.CACHE_SCHEMA)
+    cache_store.write_part(cache.model_dir(d, "k"), "00", "bench", t)
     del keys, t
     gc.collect()
     rss0 = _rss_bytes()
     t0 = time.perf_counter()
-    loaded = cache.load(d, "k")
+    loaded = cache.load_part(d, "k", "00")
     secs = time.perf_counter() - t0
     grown = _rss_bytes() - rss0
-    assert len(loaded) == n
-    from vlm_eval.engines.base import ScoreRequest
-
+    assert len(loaded) == n, len(loaded)
     req = ScoreRequest(prompt="Is there cardiomegaly?", system="sys", image_uuid="ab" * 32)
     t0 = time.perf_counter()
     for _ in range(20000):
         cache.request_key("0123456789abcdef", req, "image")
     key_s = (time.perf_counter() - t0) / 20000
     del loaded
-    import shutil
-
     shutil.rmtree(d, ignore_errors=True)
     return {"entries": n, "load_s_per_entry": secs / n, "bytes_per_entry": max(grown, 0) / n, "key_s": key_s}
 
@@ -136,6 +140,8 @@ def main() -> None:
     ap.add_argument("--read-gbps-per-gpu", type=float, default=0.5, help="object-store read GB/s per GPU")
     ap.add_argument("--engine-start-s", type=float, default=120.0, help="vLLM start on GPU (load + graphs)")
     ap.add_argument("--ray-start-s", type=float, default=30.0)
+    ap.add_argument("--metadata-ms", type=float, default=20.0,
+                    help="one metadata request (HEAD / info) to the object store, round trip")
     args = ap.parse_args()
     m = C.machine()
     C.print_machine(m)
@@ -153,8 +159,8 @@ def main() -> None:
     if fp and fp.get("rows"):
         r0 = fp["rows"][0]
         enc_per_image = r0["our_image_encodings"] / (r0["samples"] / args.findings)
-        src["image encodings per image (ours)"] = f"FROM RESULTS forward_passes.json ({enc_per_image:.3f}: units of " \
-                                                  f"{fp['args'].get('batch_size')} samples straddle images)"
+        src["image encodings per image (ours)"] = f"FROM RESULTS forward_passes.json ({enc_per_image:.3f}: units " \
+                                                  "hold whole images)"
     else:
         src["image encodings per image (ours)"] = "ASSUMED 1.0 (run forward_passes.py)"
     prompts_per_image = args.findings * args.variants
@@ -177,7 +183,7 @@ def main() -> None:
     bytes_image = MIMIC_BYTES / MIMIC_IMAGES
     io_s_image = bytes_image / (args.read_gbps_per_gpu * 1e9)
     src["object-store read"] = f"ASSUMED {args.read_gbps_per_gpu} GB/s per GPU, {bytes_image / 1e6:.1f} MB per image"
-    src["CPU cores per GPU"] = f"ASSUMED {args.cpu_per_gpu}"
+    src["CPU cores per GPU"] = f"ASSUMED {args.cpu_per_gpu} (they bound the loaders, below)"
     src["engine / Ray start"] = f"ASSUMED {args.engine_start_s:.0f} s / {args.ray_start_s:.0f} s"
 
     rows_total = args.images * prompts_per_image + prompts_per_image
@@ -186,22 +192,50 @@ def main() -> None:
     if rs and rs.get("rows"):
         big = max(rs["rows"], key=lambda r: r["rows"])
         reduce_rate = big["rows"] / big["reduce_run_s"]
-        src["reduce rows/s"] = f"FROM RESULTS reducer_scale.json ({reduce_rate:,.0f} rows/s at {big['rows']:,} rows; " \
-                               "linear extrapolation, optimistic: it grew super-linearly)"
+        src["reduce rows/s"] = f"FROM RESULTS reducer_scale.json ({reduce_rate:,.0f} rows/s at {big['rows']:,} rows, " \
+                               "the largest run; linear from there)"
     else:
         reduce_rate = 25_000.0
         src["reduce rows/s"] = "ASSUMED 25,000 rows/s (run reducer_scale.py)"
     reduce_s = rows_total / reduce_rate
-    cache_entries = rows_total
-    cache_load_s = cache_entries * cm["load_s_per_entry"]
-    cache_gib = cache_entries * cm["bytes_per_entry"] / 2**30
-    src["cache.load"] = (f"MEASURED here: {cm['load_s_per_entry'] * 1e6:.2f} us and {cm['bytes_per_entry']:.0f} B per "
-                         f"entry -> {cache_load_s:.0f} s and {cache_gib:.1f} GiB per actor for {cache_entries:,} entries")
+    # The cache is hash-partitioned by image (cache_store.N_PARTS); units are ordered by
+    # partition and a loader reads only its units' partitions (keeping the last _LRU_PARTS),
+    # so over a run every partition is read about once per loader that needs it: the run's
+    # load work is ~ every entry once, spread over the loaders, not every entry per actor.
+    from vlm_eval.pipeline import cache_store, prekey
+    from vlm_eval.pipeline.execute import loader_pool_size
 
-    def run_time(n_gpu: int, gpu_images: float, gpu_s_per_image: float, cpu_images: float, cache: bool) -> dict:
+    loaders = loader_pool_size(args.cpu_per_gpu, 1, 1)  # per GPU: one actor of 1 CPU + its loaders
+    src["loaders per GPU"] = (f"{loaders} (pipeline.execute.loader_pool_size with {args.cpu_per_gpu} CPUs and one "
+                              "1-CPU engine actor per GPU): the CPU work per image is spread over them + the actor")
+
+    cache_entries = rows_total
+    per_part = cache_entries / cache_store.N_PARTS
+    cache_load_s = cache_entries * cm["load_s_per_entry"]  # all loaders together, once per run
+    cache_mb = cache_store._LRU_PARTS * per_part * cm["bytes_per_entry"] / 2**20
+    src["cache"] = (f"MEASURED here: {cm['load_s_per_entry'] * 1e6:.2f} us and {cm['bytes_per_entry']:.0f} B per entry "
+                    f"(one partition, cache.load_part) -> {cache_entries:,} entries in {cache_store.N_PARTS} partitions: "
+                    f"{per_part * cm['load_s_per_entry']:.2f} s per partition, {cache_load_s:.0f} s of loading per run "
+                    f"over all loaders (CPU/IO stage), at most {cache_mb:.0f} MB per loader ({cache_store._LRU_PARTS} "
+                    "partitions kept)")
+    asr = C.read_results("archive_scale")
+    plans = [r for r in ((asr or {}).get("rows") or [{}])[0].get("planning", []) if r.get("units")]
+    images_per_unit = (plans[-1]["images"] / plans[-1]["units"]) if plans else 2.0
+    src["images per unit"] = (f"FROM RESULTS archive_scale.json ({images_per_unit:.2f} at {plans[-1]['samples']:,} samples)"
+                              if plans else "ASSUMED 2.0 (run archive_scale.py)")
+    in_flight = loaders * max(1.0, min(prekey.METADATA_REQUESTS_IN_FLIGHT, images_per_unit))
+    meta_s_image = args.metadata_ms / 1e3 / in_flight
+    src["metadata request per image (nightly)"] = (
+        f"ASSUMED {args.metadata_ms:g} ms round trip; {in_flight:.0f} in flight per GPU ({loaders} loaders "
+        f"x {in_flight / loaders:.1f} per unit) -> {meta_s_image * 1e3:.2f} ms per image per GPU")
+
+    def run_time(n_gpu: int, gpu_images: float, gpu_s_per_image: float, cpu_images: float, cache: bool,
+                 asked_images: float = 0.0) -> dict:
+        """gpu_images scored, cpu_images fetched + decoded, asked_images: metadata requests."""
         gpu = gpu_images * gpu_s_per_image / n_gpu
-        cpu = cpu_images * (cpu_s_image / args.cpu_per_gpu + io_s_image) / n_gpu
-        fixed = args.ray_start_s + args.engine_start_s + (cache_load_s if cache else 0.0)
+        cpu = (cpu_images * (cpu_s_image / (loaders + 1) + io_s_image) + asked_images * meta_s_image
+               + (cache_load_s / loaders if cache else 0.0)) / n_gpu
+        fixed = args.ray_start_s + args.engine_start_s
         total = max(gpu, cpu) + fixed + reduce_s
         return {"total_s": total, "gpu_s": gpu, "cpu_io_s": cpu, "fixed_s": fixed, "reduce_s": reduce_s,
                 "bound": "GPU" if gpu >= cpu else "CPU/IO", "gpu_hours": n_gpu * total / 3600}
@@ -212,8 +246,10 @@ def main() -> None:
         scen = {
             "naive plan, no cache": run_time(n, args.images, gpu_s_naive, args.images, False),
             "our plan, full run": run_time(n, args.images, gpu_s_ours, args.images, False),
-            f"nightly {args.new_fraction:.0%} new, cache (as built)": run_time(n, new, gpu_s_ours, args.images, True),
-            f"nightly {args.new_fraction:.0%} new, cache + skip unchanged images": run_time(n, new, gpu_s_ours, new, True),
+            f"nightly {args.new_fraction:.0%} new (as built: pre-keys, fetch only new)":
+                run_time(n, new, gpu_s_ours, new, True, asked_images=args.images),
+            f"nightly {args.new_fraction:.0%} new, if every image were fetched again":
+                run_time(n, new, gpu_s_ours, args.images, True),
         }
         for name, r in scen.items():
             rows.append({"gpus": n, "scenario": name, "hours": r["total_s"] / 3600, "minutes": r["total_s"] / 60,
@@ -237,13 +273,14 @@ def main() -> None:
         "GPU figures are ASSUMED from FLOPs unless --prefill-tok-s/--vision-img-s give measured ones (e.g. from "
         "benchmarks/engine_throughput.py on an H100 with MedGemma-4B); CPU figures are measured on this machine "
         "(a loaded 2-core box: pessimistic per core).",
-        "'cache (as built)': ScoringActor looks the cache up after the images are fetched and hashed (the key holds "
-        "the image sha256), so a nightly run still reads and decodes every image and rewrites every prediction "
-        "row; each actor also loads the whole cache into a Python dict (cache.load) at start.",
-        "'cache + skip unchanged images': what the nightly would cost if units whose images are unchanged "
-        "(same URI + ETag/size as last night) were skipped before reading images (a plan change).",
-        "the reduce runs on one machine over every prediction row, whatever N is; at the reducer's measured "
-        "throughput it dominates the incremental nightly.",
+        "'as built': a loader sends one metadata request per image (its pre-key: URI + ETag / size + mtime) and "
+        "skips the fetch of an image whose every request is cached; only new or changed images are fetched, "
+        "decoded and scored. Cache partitions are read by the loaders that need them (CPU/IO stage).",
+        "'if every image were fetched again': the nightly before issue 13 (the cache key held the image hash, so "
+        "every image was fetched and decoded to look it up).",
+        "the reduce runs on one machine over every prediction row of the run, whatever N is (a nightly's "
+        "predictions/ holds every sample, cached or not); at the reducer's measured throughput it and the fixed "
+        "start-up costs dominate the incremental nightly.",
     ]
     for n in notes:
         print("note:", n)
@@ -252,7 +289,8 @@ def main() -> None:
                                     "tokens_per_image_naive": naive_tokens, "gpu_s_per_image_ours": gpu_s_ours,
                                     "gpu_s_per_image_naive": gpu_s_naive, "cpu_s_per_image": cpu_s_image,
                                     "prediction_rows": rows_total, "reduce_s": reduce_s, "cache_load_s": cache_load_s,
-                                    "cache_gib_per_actor": cache_gib, "rows": rows, "targets": [], "notes": notes})
+                                    "cache_mb_per_loader": cache_mb, "metadata_s_per_image": meta_s_image,
+                                    "rows": rows, "targets": [], "notes": notes})
 
 
 if __name__ == "__main__":

@@ -117,8 +117,8 @@ def load_unit(row: dict[str, Any], *, samples_file: str, model: dict, system: st
     info: dict[str, tuple] = {}
     keys: dict[str, bytes | None] = {}
     if cache_url:
+        keys = prekey.prekeys_of(uris, max_image_side)
         for uri in uris:
-            keys[uri] = prekey.prekey_of(uri, max_image_side)
             known = prekey.lookup(cache_url, uri, keys[uri], cache_token) if keys[uri] else None
             if known:
                 info[uri] = known
