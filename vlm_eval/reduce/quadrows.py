@@ -27,20 +27,20 @@ def _tri(series: pd.Series) -> np.ndarray:
     return out
 
 
-_QUADRANT_CODE = {q: i for i, q in enumerate(QUADRANTS)}
-_DANGEROUS = _QUADRANT_CODE["Dangerous"]
+QUADRANT_CODE = {q: i for i, q in enumerate(QUADRANTS)}
+DANGEROUS = QUADRANT_CODE["Dangerous"]
 
 
 def _quadrant_codes(series: pd.Series) -> np.ndarray:
     """int8 code of a quadrant: its index in QUADRANTS, -1 null, -2 any other value."""
     values = series.to_numpy(dtype=object)
     out = np.where(pd.isna(values), -1, -2).astype(np.int8)
-    for q, i in _QUADRANT_CODE.items():
+    for q, i in QUADRANT_CODE.items():
         out[values == q] = i
     return out
 
 
-def _missing(value) -> bool:
+def missing_key(value) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
@@ -54,12 +54,12 @@ def _factorize(values) -> tuple[np.ndarray, list]:
     return codes.astype(np.int32), vals
 
 
-def _encode(values, vals: list) -> np.ndarray:
+def encode_values(values, vals: list) -> np.ndarray:
     """Codes of ``values`` in ``vals`` (extended in place by unseen values; missing -> None's code)."""
-    index = {v: i for i, v in enumerate(vals) if not _missing(v)}
+    index = {v: i for i, v in enumerate(vals) if not missing_key(v)}
     out = np.empty(len(values), dtype=np.int64)
     for j, v in enumerate(values):
-        if _missing(v):
+        if missing_key(v):
             if None not in index:
                 index[None] = len(vals)
                 vals.append(None)
@@ -72,17 +72,17 @@ def _encode(values, vals: list) -> np.ndarray:
     return out
 
 
-def _rank_of_codes(vals: list) -> np.ndarray:
+def rank_of_codes(vals: list) -> np.ndarray:
     """Rank of each code in sorted order of its value, missing last (groupby(sort=True) order)."""
-    present = sorted((i for i, v in enumerate(vals) if not _missing(v)), key=lambda i: vals[i])
+    present = sorted((i for i, v in enumerate(vals) if not missing_key(v)), key=lambda i: vals[i])
     rank = np.full(len(vals), len(present), dtype=np.int64)
     rank[present] = np.arange(len(present))
     return rank
 
 
-def _key_value(vals: list, code: int):
+def key_value(vals: list, code: int):
     v = vals[code]
-    return float("nan") if _missing(v) else v  # groupby's key for a missing value
+    return float("nan") if missing_key(v) else v  # groupby's key for a missing value
 
 
 class QuadRows:

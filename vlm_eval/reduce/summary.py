@@ -31,18 +31,20 @@ entropy is a decreasing function of |margin|, so the two agree up to ties
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
 from vlm_eval.reduce import stats
 from vlm_eval.reduce.quadrows import (
-    _DANGEROUS,
-    _QUADRANT_CODE,
+    DANGEROUS,
+    QUADRANT_CODE,
     QuadRows,
-    _encode,
-    _key_value,
-    _missing,
-    _rank_of_codes,
+    encode_values,
+    key_value,
+    missing_key,
+    rank_of_codes,
     reliant_ablations,
 )
 from vlm_eval.schema import QUADRANTS, SUMMARY_COLUMNS
@@ -70,9 +72,7 @@ def ratio_inputs(rows: QuadRows, idx: np.ndarray, codes: np.ndarray, n_clusters:
     grows with the clusters, not with rows x statistics.
     """
     quad = rows.quadrant[idx]
-    in_q = {q: (lambda i=i: (quad == i).astype(float)) for q, i in _QUADRANT_CODE.items()}
     consistent = rows.consistent[idx]
-    measured = lambda: (consistent != -1).astype(float)  # noqa: E731  (>= 2 variants)
     correct_code = rows.correct[idx]
     labelled = (correct_code != -1).astype(float)
     correct = (correct_code == 1).astype(float)
@@ -81,22 +81,29 @@ def ratio_inputs(rows: QuadRows, idx: np.ndarray, codes: np.ndarray, n_clusters:
     has_entropy = ~np.isnan(raw_entropy)
     entropy = np.where(has_entropy, raw_entropy, 0.0)  # left out by its denominator, not counted as 0
     del raw_entropy
-    cols: dict[str, object] = {}
+
+    def in_q(q: str) -> np.ndarray:
+        return (quad == QUADRANT_CODE[q]).astype(float)
+
+    def measured() -> np.ndarray:  # consistency measured: >= 2 variants
+        return (consistent != -1).astype(float)
+
+    # each statistic's (num, den) is made only when it is summed (one at a time, below)
+    cols: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {}
     for q in QUADRANTS:
-        cols[f"frac_{q.lower()}"] = lambda q=q: (in_q[q](), measured())
+        cols[f"frac_{q.lower()}"] = lambda q=q: (in_q(q), measured())
     cols["flip_rate_question"] = lambda: ((consistent == 0).astype(float), measured())
     cols["flip_rate_pair"] = lambda: (np.nan_to_num(rows.flips[idx].astype(float)),  # null (one variant): no pairs
                                       np.maximum(rows.n_variants[idx].astype(float) - 1, 0))
     cols["accuracy"] = lambda: (correct, labelled)
     for q in QUADRANTS:
-        cols[f"accuracy_{q.lower()}"] = lambda q=q: (lambda m: (correct * m, labelled * m))(in_q[q]())
+        cols[f"accuracy_{q.lower()}"] = lambda q=q: _within(correct, labelled, in_q(q))
     for q in QUADRANTS:
-        cols[f"entropy_{q.lower()}"] = lambda q=q: (lambda m: (entropy * m, m * has_entropy))(in_q[q]())
+        cols[f"entropy_{q.lower()}"] = lambda q=q: _within(entropy, has_entropy, in_q(q))
     cols["ablation_agreement"] = lambda: (np.nan_to_num(rows.agreement[idx]), np.ones(len(idx)))
     cols["mean_entropy"] = lambda: (entropy, has_entropy.astype(float))
     for a in reliant_ablations(rows):
-        cols[f"frac_{a}_reliant"] = lambda a=a: (lambda r: ((r == 1).astype(float), (r != -1).astype(float)))(
-            rows.reliant[a][idx])
+        cols[f"frac_{a}_reliant"] = lambda a=a: _flag_share(rows.reliant[a][idx])
     names = list(cols)
     num = np.zeros((n_clusters, len(names)))
     den = np.zeros((n_clusters, len(names)))
@@ -105,6 +112,16 @@ def ratio_inputs(rows: QuadRows, idx: np.ndarray, codes: np.ndarray, n_clusters:
         num[:, j] = np.bincount(codes, weights=n_j, minlength=n_clusters)
         den[:, j] = np.bincount(codes, weights=d_j, minlength=n_clusters)
     return names, num, den
+
+
+def _within(num: np.ndarray, den: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A ratio restricted to the rows of ``mask`` (e.g. accuracy among Dangerous rows)."""
+    return num * mask, mask * den
+
+
+def _flag_share(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Share of rows whose flag is set, among rows where it is not null (``quadrows._tri`` codes)."""
+    return (codes == 1).astype(float), (codes != -1).astype(float)
 
 
 def summary_row(rows: QuadRows, n_errors: int, n_boot: int, seed, pos: np.ndarray | None = None) -> dict:
@@ -136,7 +153,7 @@ def summary_row(rows: QuadRows, n_errors: int, n_boot: int, seed, pos: np.ndarra
         if name in with_ci:
             out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(low[i]), float(high[i])
     ranked = idx[quad != -1]
-    dangerous = quad[quad != -1] == _DANGEROUS
+    dangerous = quad[quad != -1] == DANGEROUS
     entropy = rows.entropy[ranked]
     m = rows.margin[ranked]
     out["auroc_entropy_dangerous"] = stats.auroc(entropy, dangerous)
@@ -215,18 +232,18 @@ def summary_table(quadrants, errored: pd.DataFrame, n_boot: int = 1000, seed: in
     rows = _rows(quadrants)
     e = errored[["model", "sample_id", "dataset", "finding"]]
     models, datasets, findings = list(rows.models), list(rows.datasets), list(rows.findings)
-    model = np.concatenate([rows.model.astype(np.int64), _encode(e["model"].astype(object).to_numpy(), models)])
-    dataset = np.concatenate([rows.dataset.astype(np.int64), _encode(e["dataset"].to_numpy(dtype=object), datasets)])
-    finding = np.concatenate([rows.finding.astype(np.int64), _encode(e["finding"].to_numpy(dtype=object), findings)])
-    ranks = (_rank_of_codes(models), _rank_of_codes(datasets), _rank_of_codes(findings))
-    missing_finding = next((i for i, v in enumerate(findings) if _missing(v)), -1)
+    model = np.concatenate([rows.model.astype(np.int64), encode_values(e["model"].astype(object).to_numpy(), models)])
+    dataset = np.concatenate([rows.dataset.astype(np.int64), encode_values(e["dataset"].to_numpy(dtype=object), datasets)])
+    finding = np.concatenate([rows.finding.astype(np.int64), encode_values(e["finding"].to_numpy(dtype=object), findings)])
+    ranks = (rank_of_codes(models), rank_of_codes(datasets), rank_of_codes(findings))
+    missing_finding = next((i for i, v in enumerate(findings) if missing_key(v)), -1)
     n_q = len(rows)
     records = []
     for by_finding in (False, True):  # one loop step per group (model x dataset[x finding])
         for pos in _group_positions(model, dataset, finding, ranks, missing_finding, by_finding):
             first = pos[0]
-            key_model, key_dataset = _key_value(models, model[first]), _key_value(datasets, dataset[first])
-            key_finding = _key_value(findings, finding[first]) if by_finding else None
+            key_model, key_dataset = key_value(models, model[first]), key_value(datasets, dataset[first])
+            key_finding = key_value(findings, finding[first]) if by_finding else None
             n_err = int(e["sample_id"].take(pos[pos >= n_q] - n_q).nunique())
             row = summary_row(rows, n_err, n_boot, stats.seed_for(seed, key_model, key_dataset, key_finding),
                               pos=pos[pos < n_q])
@@ -256,20 +273,20 @@ def paired_table(quadrants, n_boot: int = 1000, seed: int = 0) -> list[dict]:
     out = []
     if isinstance(quadrants, QuadRows):
         rows = quadrants
-        d_rank = _rank_of_codes(rows.datasets)
+        d_rank = rank_of_codes(rows.datasets)
         for d in sorted(np.unique(rows.dataset).tolist(), key=lambda c: d_rank[c]):
             in_ds = rows.dataset == d
             codes = np.unique(rows.model[in_ds]).tolist()
             if len(codes) < 2:
                 continue
-            dataset = _key_value(rows.datasets, d)
+            dataset = key_value(rows.datasets, d)
             models = sorted((rows.models[c], c) for c in codes)
             for i, (a, ca) in enumerate(models):
                 for b, cb in models[i + 1:]:
                     fa = _paired_frame(rows, np.flatnonzero(in_ds & (rows.model == ca)))
                     fb = _paired_frame(rows, np.flatnonzero(in_ds & (rows.model == cb)))
                     res = stats.paired_comparison(fa, fb, n_boot, stats.seed_for(seed, a, b, dataset))
-                    out.append({"dataset": None if _missing(dataset) else dataset, "model_a": a, "model_b": b, **res})
+                    out.append({"dataset": None if missing_key(dataset) else dataset, "model_a": a, "model_b": b, **res})
         return out
     for dataset, per_ds in quadrants.groupby("dataset", dropna=False, sort=True):
         models = sorted(per_ds["model"].unique())
