@@ -26,30 +26,38 @@ LOADER_CPUS = 0.5  # a loader task fetches and decodes: mostly I/O, half a CPU e
 LOADERS_PER_ACTOR = 4  # enough to hide object-store latency behind one engine
 
 
-def loader_pool_size(cpus: float, actors: int, cpus_per_actor: float) -> int:
-    """Concurrent loader tasks: up to LOADERS_PER_ACTOR per engine actor, within the CPUs
-    the actors leave free.
+def loader_pool_size(cpus: float | None, actors: int, cpus_per_actor: float) -> int:
+    """Concurrent loader tasks: up to LOADERS_PER_ACTOR per engine actor; on a local Ray
+    also within the CPUs the actors leave free.
 
-    Unbounded, Ray Data starts loader tasks for every block at once; on a small machine they
-    take the cores while the engine actor's process starts and imports its engine (measured
-    on 2 cores, 768 samples, tiny transformers model: the actor started 6-10 s into the
-    stage, later the bigger the job; with the cap, 2 s).
+    cpus: the machine's cores on a local Ray; None on a cluster. Unbounded on a local Ray,
+    Ray Data starts loader tasks for every block at once, and since a local Ray advertises
+    at least 4 logical CPUs they take the cores while the engine actor's process starts and
+    imports its engine (measured on 2 cores, 768 samples, tiny transformers model: the actor
+    started 6-10 s into the stage, later the bigger the job; with the cap, 2 s). A cluster's
+    CPUs are real and Ray queues the loaders on them; its CPUs *now* say nothing about the
+    run (an autoscaling cluster whose head has ``num-cpus: 0`` has none until the GPU workers
+    come up, and a cap from them would leave one loader for the whole run).
     """
+    if cpus is None:
+        return max(1, LOADERS_PER_ACTOR * actors)
     free = cpus - actors * cpus_per_actor
     return max(1, min(LOADERS_PER_ACTOR * actors, int(free // LOADER_CPUS)))
 
 
-def usable_cpus(ray_address: str | None) -> float:
-    """The cluster's CPUs; on a local Ray, the machine's cores (a local Ray advertises at
-    least 4 logical CPUs so that small machines can run an actor beside its loaders)."""
+def usable_cpus(ray_address: str | None) -> float | None:
+    """The machine's cores on a local Ray (which advertises at least 4 logical CPUs so that
+    small machines can run an actor beside its loaders), capped by what Ray has; None on a
+    cluster (``loader_pool_size``)."""
     import os
-
-    import ray
 
     from vlm_eval.pipeline.ray_env import cluster_address
 
-    cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    return cpus if cluster_address(ray_address) else min(cpus, float(os.cpu_count() or 1))
+    if cluster_address(ray_address):
+        return None
+    import ray
+
+    return min(float(ray.cluster_resources().get("CPU", 1.0)), float(os.cpu_count() or 1))
 
 
 @dataclass
