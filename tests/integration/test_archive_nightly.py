@@ -64,6 +64,16 @@ def _image(path, seed: int, size: int = 32) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _images_and_script(folder, n: int) -> tuple[list[str], dict]:
+    """``n`` images img0..img{n-1}.png in ``folder`` and a script that answers 1.5 for each
+    (by content hash), -2 text-only."""
+    folder.mkdir()
+    names = [f"img{i}.png" for i in range(n)]
+    script = {"with_image": {_image(folder / name, i): {"*": 1.5} for i, name in enumerate(names)},
+              "text_only": {"*": -2.0}, "default": 0.5}
+    return names, script
+
+
 def _manifest(root, names: list[str]) -> None:
     # Finding-major, like the label adapters: an image's samples lie far apart.
     rows = [{"sample_id": f"{f}-{n}", "image": n, "question": q, "finding": f, "label": "yes" if i % 2 else "no",
@@ -84,11 +94,7 @@ def _job(root, server, run_id):
 
 def test_nightly_run_fetches_each_image_once_then_only_new_or_changed_ones(tmp_path, ray_local):
     images = tmp_path / "images"
-    images.mkdir()
-    names = [f"img{i}.png" for i in range(6)]
-    script = {"with_image": {}, "text_only": {"*": -2.0}, "default": 0.5}
-    for i, n in enumerate(names):
-        script["with_image"][_image(images / n, i)] = {"*": 1.5}
+    names, script = _images_and_script(images, 6)
     (tmp_path / "script.json").write_text(json.dumps(script))
     _manifest(tmp_path, names)
     with CountingServer(images) as server:

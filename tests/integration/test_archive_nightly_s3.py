@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from test_archive_nightly import FINDINGS, _image  # the local nightly's image and findings
+from test_archive_nightly import FINDINGS, _image, _images_and_script  # the local nightly's
 from vlm_eval.pipeline import prekey
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
@@ -58,11 +58,8 @@ def test_nightly_on_s3_skips_known_objects_by_etag_and_rescores_a_replaced_one(t
     fs = _s3fs()
     prefix = f"{s3_bucket}/nightly-{uuid.uuid4().hex[:8]}"
     local = tmp_path / "images"
-    local.mkdir()
-    names = [f"img{i}.png" for i in range(4)]
-    script = {"with_image": {}, "text_only": {"*": -2.0}, "default": 0.5}
-    for i, n in enumerate(names):
-        script["with_image"][_image(local / n, i)] = {"*": 1.5}
+    names, script = _images_and_script(local, 4)
+    for n in names:
         fs.put(str(local / n), f"{prefix}/images/{n}".removeprefix("s3://"))
     (tmp_path / "script.json").write_text(json.dumps(script))
     etag0 = prekey.object_version(fs.info(f"{prefix}/images/img0.png"))
