@@ -52,6 +52,8 @@ def bootstrap_weights(n_clusters: int, n_boot: int, rng: np.random.Generator, ou
     ``rng.integers(size=(n_boot, n_clusters))`` call (the same stream, row by row), but no
     chunk-sized temporary is allocated, touched for the first time and freed per chunk
     (page faults were most of the bootstrap's time at archive scale)."""
+    if out is not None and (out.shape[0] < n_boot or out.shape[1:] != (n_clusters,) or out.dtype != np.float64):
+        raise ValueError(f"out must be float64 with >= {n_boot} rows of {n_clusters}, not {out.dtype} {out.shape}")
     w = np.empty((n_boot, n_clusters)) if out is None else out[:n_boot]
     dtype = np.int32 if n_clusters < 2**31 else np.int64
     for b in range(n_boot):

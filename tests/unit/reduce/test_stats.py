@@ -69,6 +69,8 @@ def test_bootstrap_weights_are_one_draw_of_every_resample_in_chunks_into_one_buf
     second = stats.bootstrap_weights(7, 30, rng, buf)
     assert second.base is buf or second is buf  # written into the buffer, not a new array
     assert np.array_equal(np.concatenate([first, second]), expected)
+    with pytest.raises(ValueError, match=">= 31 rows of 7"):
+        stats.bootstrap_weights(7, 31, rng, buf)  # a buffer too small is refused, never half-filled
 
 
 def test_distinct_columns_maps_every_column_back():
