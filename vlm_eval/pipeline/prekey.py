@@ -24,6 +24,7 @@ PREKEY_SCHEMA = pa.schema([("prekey", pa.binary(32)), ("sha256", pa.string()),
                            ("width", pa.int32()), ("height", pa.int32())])
 _VERSION_FIELDS = ("ETag", "etag", "VersionId", "version_id", "generation", "md5Hash")
 _TIME_FIELDS = ("mtime", "LastModified", "Last-Modified", "last_modified", "updated")
+_LOCAL_FIELDS = ("created", "ino")  # fsspec's LocalFileSystem.info: st_ctime, st_ino
 METADATA_REQUESTS_IN_FLIGHT = 16  # per unit: each is a round trip to the store, mostly waiting
 
 
@@ -32,13 +33,18 @@ def root(cache_url: str) -> str:
 
 
 def object_version(info: dict) -> str | None:
-    """A string that changes whenever the object changes, from a listing/``info`` entry."""
+    """A string that changes whenever the object changes, from a listing/``info`` entry.
+
+    Local files add their inode and status-change time (``created`` in fsspec: st_ctime) to
+    size + mtime: a file replaced by one of the same size with its mtime kept (``cp -p``,
+    ``rsync -t``) still gets a new version, since no write leaves st_ctime as it was."""
     for k in _VERSION_FIELDS:
         if info.get(k):
             return f"{k}={info[k]}"
     for k in _TIME_FIELDS:
         if info.get(k):
-            return f"size={info.get('size')};{k}={info[k]}"
+            local = "".join(f";{f}={info[f]}" for f in _LOCAL_FIELDS if info.get(f) is not None)
+            return f"size={info.get('size')};{k}={info[k]}{local}"
     return None
 
 

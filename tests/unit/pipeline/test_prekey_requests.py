@@ -75,3 +75,28 @@ def test_a_store_that_does_not_answer_gives_no_prekey_for_that_image_only(slow_s
     keys = prekey.prekeys_of(uris, 2048)
     assert isinstance(keys[uris[0]], bytes)
     assert keys[uris[1]] is None and keys[uris[2]] is None  # fetched (and then reported) by the loader
+
+
+def test_a_local_file_replaced_with_its_size_and_mtime_kept_gets_a_new_prekey(tmp_path):
+    # cp -p / rsync -t keep the mtime; a new image of the same size would otherwise keep the
+    # old pre-key, and a nightly run would serve the old image's cached scores for it
+    img = tmp_path / "img.png"
+    img.write_bytes(b"A" * 64)
+    st = os.stat(img)
+    before = prekey.prekey_of(str(img), 2048)
+    assert prekey.prekey_of(str(img), 2048) == before  # nothing changed: the same key
+    replacement = tmp_path / "new.png"
+    replacement.write_bytes(b"B" * 64)
+    os.replace(replacement, img)  # rsync's way: a new file renamed over the old one
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(img).st_size == st.st_size and os.stat(img).st_mtime_ns == st.st_mtime_ns
+    replaced = prekey.prekey_of(str(img), 2048)
+    assert replaced != before
+    # rewritten in place (same inode), size and mtime restored: st_ctime still moved
+    st2 = os.stat(img)
+    time.sleep(0.01)
+    img.write_bytes(b"C" * 64)
+    os.utime(img, ns=(st2.st_atime_ns, st2.st_mtime_ns))
+    assert os.stat(img).st_ino == st2.st_ino and os.stat(img).st_mtime_ns == st2.st_mtime_ns
+    assert prekey.prekey_of(str(img), 2048) not in (before, replaced)
+    assert prekey.prekey_of(str(img), 1024) != prekey.prekey_of(str(img), 2048)  # max side is in the key
