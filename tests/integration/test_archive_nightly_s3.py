@@ -1,7 +1,8 @@
 """Archive scale on a real S3 server (SeaweedFS on 127.0.0.1): a nightly run knows an
 object by its ETag, skips the fetch of every image it has scored, and fetches and
 rescores an object that was replaced (new ETag) — through the CLI, each night in its
-own process with its own local Ray, as a cron job runs it."""
+own process with its own local Ray, as a cron job runs it, with the prediction cache
+(scores and pre-keys, compacted at the end of each night) on S3 as well."""
 from __future__ import annotations
 
 import json
@@ -38,7 +39,8 @@ def _night(tmp_path, prefix: str, names: list[str], run_id: str) -> dict:
            "prompts": {"paraphrases": 1}, "conditions": ["image", "text_only"],
            "models": [{"name": "scripted", "engine": "scripted", "options": {"script": str(tmp_path / "script.json")}}],
            "resources": {"actors": 1, "gpus_per_actor": 0, "batch_size": 2},
-           "failure": {"max_error_fraction": 0.0}}
+           "failure": {"max_error_fraction": 0.0},
+           "cache": {"enabled": True, "url": f"{prefix}/cache"}}  # scores and pre-keys on S3 too
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
     ray_tmp = tempfile.mkdtemp(prefix="vlmray-")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -89,3 +91,7 @@ def test_nightly_on_s3_skips_known_objects_by_etag_and_rescores_a_replaced_one(t
     assert len(quads) == len(FINDINGS) * 5 and quads["complete"].all()
     assert (quads.loc[[f"{f}-img0.png" for f in FINDINGS], "margin"] == -1.0).all()  # rescored
     assert (quads.loc[[f"{f}-img1.png" for f in FINDINGS], "margin"] == 1.5).all()  # from the cache
+    # compacted: one file per touched partition of the scores and of the pre-keys
+    for root in (f"{prefix}/cache/prekeys", next(p for p in fs.ls(f"{prefix}/cache") if "model=" in p)):
+        parts = [p for p in fs.ls(root) if "part=" in p]
+        assert parts and all(len(fs.ls(p)) == 1 for p in parts), root
