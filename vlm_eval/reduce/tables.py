@@ -160,7 +160,7 @@ def samples_frame(table: pa.Table) -> pd.DataFrame:
     for col in ("sample_id", "dataset", "patient_id", "finding"):
         df[col] = _str(df[col])
     label = df["label"].astype(object).where(df["label"].notna(), "").astype(str).str.strip().str.lower()
-    df["label"] = label.where(label.isin(["yes", "no"]), None).astype(object)
+    df["label"] = label.astype(object).where(label.isin(["yes", "no"]), None)  # None, not NaN (pandas 3 str)
     df["n_variants"] = df["n_variants"].astype("int64")
     df = df[df["sample_id"].notna()].sort_values("sample_id", kind="mergesort")
     sid = df["sample_id"].to_numpy(dtype=object)
