@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -103,13 +104,10 @@ def test_samples_frame_normalises_labels_and_keeps_the_first_row_of_every_repeat
     # s2 and s3 repeat: their first rows (d1, d3) are kept; labels stripped and lower-cased, others None
     assert got["sample_id"].tolist() == ["s1", "s2", "s3"]
     assert got["dataset"].tolist() == ["d0", "d1", "d3"] and got["n_variants"].tolist() == [1, 2, 4]
-    assert got["label"].tolist()[0] == "yes" and got["label"][1:].isna().all()
+    assert got["label"].tolist() == ["yes", None, None]
 
 
-@pytest.mark.xfail(strict=True, reason="samples_frame's docstring (and samples()) say unknown labels are None; "
-                                       "pandas 3's str dtype turns where(..., None) into NaN, so they are NaN "
-                                       "(harmless downstream: every reader uses pd.notna / isna)")
-def test_samples_frame_unknown_labels_are_none_as_documented():
+def test_samples_frame_unknown_labels_are_none_as_documented():  # was NaN under pandas 3 until 8a62ebf
     t = pa.table({"sample_id": ["s1"], "dataset": ["d"], "patient_id": [None], "finding": ["f"], "label": ["maybe"],
                   "n_variants": pa.array([1], pa.int64())})
     assert tables.samples_frame(t).loc[0, "label"] is None
@@ -140,3 +138,60 @@ def test_quadrant_schema_adds_ablation_columns_and_ignores_others():
     assert got.names == list(QUADRANTS_FILE.names) + ["blank_prediction", "blank_margin", "blank_reliant",
                                                       "blank_margin_shift"]
     assert [str(got.field(n).type) for n in got.names[-4:]] == ["string", "double", "bool", "double"]
+
+
+def test_run_info_of_a_run_without_run_json_is_empty(tmp_path):
+    assert tables.run_info(str(tmp_path)) == {}
+
+
+def test_quadrant_arrow_fills_missing_columns_with_typed_nulls():
+    df = pd.DataFrame({"sample_id": ["s1", "s2"], "margin": [0.5, None]})
+    got = tables.quadrant_arrow(df)
+    assert got.schema.names == list(QUADRANTS_FILE.names) and got.num_rows == 2
+    assert got.column("sample_id").to_pylist() == ["s1", "s2"] and got.column("margin").to_pylist() == [0.5, None]
+    assert got.column("complete").type == pa.bool_() and got.column("complete").to_pylist() == [None, None]
+    assert got.column("n_variants").type == pa.int32() and got.column("n_variants").null_count == 2
+
+
+def test_column_codes_over_several_chunks_with_blanks_and_nulls():
+    col = pa.chunked_array([pa.array(["x", "y"]), pa.array([None, "x", " "]), pa.array(["y"])])
+    values: list = []
+    # blank_is_null: x -> 0, y -> 1, null and " " -> -1
+    got = tables._column_codes(col, values, blank_is_null=True)
+    assert got.dtype == np.int32 and got.tolist() == [0, 1, -1, 0, -1, 1] and values == ["x", "y"]
+    values = []
+    # otherwise " " is a value (2) and null gets the last code (3, values gains None)
+    assert tables._column_codes(col, values).tolist() == [0, 1, 3, 0, 2, 1] and values == ["x", "y", " ", None]
+
+
+def test_sample_keys_dtypes_order_and_own_clusters():
+    t = pa.table({"sample_id": ["b", "a", "c"], "dataset": ["d1", "d2", None], "patient_id": ["p1", None, " "],
+                  "finding": ["f", "f", "g"], "label": ["yes", "no", None],
+                  "n_variants": pa.array([1, 1, 1], pa.int64())})
+    got = tables.sample_keys(t)
+    # ranks in sample_id order: b -> 1, a -> 0, c -> 2; patients [p1]: a and c are their own clusters 1 + rank
+    assert got["order"].dtype == np.int32 and got["order"].tolist() == [1, 0, 2]
+    assert got["cluster"].dtype == np.int64 and got["cluster"].tolist() == [0, 1, 3]
+    assert got["datasets"] == ["d1", "d2", None] and got["dataset"].tolist() == [0, 1, 2]
+
+
+def test_sort_codes_put_missing_last_for_object_and_arrow_strings():
+    # sorted: a -> 0, b -> 1; missing -> 2 (the number of distinct values)
+    for dtype in (object, "string[pyarrow]"):
+        got = tables.sort_codes(pd.Series(["b", None, "a"], dtype=dtype))
+        assert got.dtype == np.int64 and got.tolist() == [1, 2, 0], dtype
+
+
+def test_key_order_is_lexicographic_stable_and_exact_for_wide_codes():
+    assert tables.key_order(np.zeros((0, 5), np.int64)).tolist() == []
+    # second column decides: (0, 1) after (0, 0)
+    assert tables.key_order(np.array([[0, 1], [0, 0]])).tolist() == [1, 0]
+    # 20 equal keys and 10 smaller ones: equal keys keep their row order (stable)
+    codes = np.array([[1, 0]] * 20 + [[0, 0]] * 10)
+    assert tables.key_order(codes).tolist() == list(range(20, 30)) + list(range(20))
+    # sizes 2001**5 = 3.2e16 > 2**53: a float64 combined key would lose the last digit (rows tie)
+    wide = np.array([[2000, 0, 0, 0, 1], [2000, 0, 0, 0, 0], [0, 2000, 2000, 2000, 2000]])
+    assert tables.key_order(wide).tolist() == [2, 1, 0]
+    # sizes 7001**5 = 1.7e19 > 2**63: the combined int64 key would overflow; lexsort is used instead
+    huge = np.array([[7000, 0, 0, 0, 0], [0, 7000, 7000, 7000, 7000]])
+    assert tables.key_order(huge).tolist() == [1, 0]
