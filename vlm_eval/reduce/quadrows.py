@@ -15,14 +15,15 @@ from vlm_eval.schema import QUADRANTS
 
 
 def _bool(series: pd.Series) -> np.ndarray:
-    return series.eq(True).to_numpy()
+    """Where the value is True (null: False; nullable dtypes too)."""
+    return series.eq(True).fillna(False).to_numpy(dtype=bool)
 
 
 def _tri(series: pd.Series) -> np.ndarray:
     """int8 code of a nullable flag: -1 null, 1 == True, 0 == False, 2 any other value."""
     out = np.full(len(series), 2, dtype=np.int8)
-    out[series.eq(False).to_numpy()] = 0
-    out[series.eq(True).to_numpy()] = 1
+    out[series.eq(False).fillna(False).to_numpy(dtype=bool)] = 0
+    out[_bool(series)] = 1
     out[series.isna().to_numpy()] = -1
     return out
 
@@ -33,8 +34,9 @@ DANGEROUS = QUADRANT_CODE["Dangerous"]
 
 def _quadrant_codes(series: pd.Series) -> np.ndarray:
     """int8 code of a quadrant: its index in QUADRANTS, -1 null, -2 any other value."""
-    values = series.to_numpy(dtype=object)
-    out = np.where(pd.isna(values), -1, -2).astype(np.int8)
+    missing = series.isna().to_numpy()
+    values = series.astype(object).where(~missing, None).to_numpy()  # pd.NA would not compare
+    out = np.where(missing, -1, -2).astype(np.int8)
     for q, i in QUADRANT_CODE.items():
         out[values == q] = i
     return out
@@ -142,6 +144,14 @@ class QuadRows:
         return cls(models, datasets, findings, cols, reliant)
 
 
+# An empty builder's rows: the dtypes ``QuadRowsBuilder.add`` stores (order / cluster as given;
+# int64 here, the widest ``tables.sample_keys`` gives).
+_BUILT_DTYPE = {"model": np.int16, "dataset": np.int32, "finding": np.int32, "order": np.int64, "cluster": np.int64,
+                "complete": np.bool_, "quadrant": np.int8, "correct": np.int8, "consistent": np.int8,
+                "flips": np.float32, "n_variants": np.float32, "entropy": np.float64, "margin": np.float64,
+                "agreement": np.float64}
+
+
 class QuadRowsBuilder:
     """QuadRows appended a quadrant frame at a time (one per bucket and model), as compact
     arrays; ``rows()`` joins them once. Ablations missing from a frame are null there."""
@@ -169,8 +179,7 @@ class QuadRowsBuilder:
         cols = {}
         for f in QuadRows.FIELDS:  # one field joined at a time, its parts freed
             parts = self._parts.pop(f)
-            cols[f] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64 if f in (
-                "flips", "n_variants", "entropy", "margin", "agreement") else (bool if f == "complete" else np.int64))
+            cols[f] = np.concatenate(parts) if parts else np.zeros(0, dtype=_BUILT_DTYPE[f])
             del parts
         reliant = {}
         for a, parts in self._reliant.items():
@@ -190,11 +199,8 @@ def reliant_ablations(quadrants) -> list[str]:
 
 
 def _sample_order(sample_id: pd.Series) -> np.ndarray:
-    """Stable order of rows by sample_id (null as ""); Arrow-backed strings are sorted by
-    Arrow (byte order of UTF-8 = code point order) without a Python object per row."""
-    dtype = sample_id.dtype
-    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
-        arr = pc.fill_null(pa.array(sample_id), "")
-        return pc.sort_indices(arr).to_numpy().astype(np.int64)  # a stable sort
-    return np.argsort(pd.Series(sample_id.to_numpy(dtype=object), dtype=object).fillna("").to_numpy(dtype=str),
-                      kind="stable")
+    """Stable order of rows by sample_id (null as ""), sorted by Arrow (byte order of UTF-8 =
+    code point order): Arrow-backed strings without a Python object per row, object columns
+    converted first."""
+    arr = pc.fill_null(pa.array(sample_id, type=pa.string(), from_pandas=True), "")
+    return pc.sort_indices(arr).to_numpy().astype(np.int64)  # a stable sort
