@@ -25,6 +25,9 @@ def test_sample_order_is_stable_byte_order_with_null_first_for_arrow_and_object_
     arrow = quadrows._sample_order(pd.Series(ids, dtype=pd.StringDtype("pyarrow", na_value=np.nan)))
     plain = quadrows._sample_order(pd.Series(ids, dtype=object))
     assert arrow.tolist() == expected and plain.tolist() == expected and plain.dtype == np.int64
+    # a NaN (float) for a missing id in an object column is missing too, not an error
+    nan_ids = quadrows._sample_order(pd.Series([np.nan if v is None else v for v in ids], dtype=object))
+    assert nan_ids.tolist() == expected
 
 
 def _frame(n_variants_dtype="float64", **over) -> pd.DataFrame:
@@ -47,7 +50,9 @@ def _frame(n_variants_dtype="float64", **over) -> pd.DataFrame:
 def test_from_frame_with_nullable_columns_gives_float_measures_and_non_negative_codes():
     # a quadrant table read back with pandas' nullable dtypes (Float64 / Int64 / boolean with <NA>)
     f = _frame("Int64").convert_dtypes()
+    f["complete"] = pd.array([True, True, True, None], dtype="boolean")  # <NA>: not complete
     rows = QuadRows.from_frame(f)
+    assert rows.complete.dtype == np.bool_ and rows.complete.tolist() == [True, True, True, False]
     for name in ("flips", "n_variants", "entropy", "margin", "agreement"):
         a = getattr(rows, name)
         assert a.dtype == np.float64, name
