@@ -21,3 +21,13 @@ def test_bootstrap_weights_with_int64_draws_are_the_same_counts_below_2_to_the_3
     a = np.random.default_rng(9).integers(0, 1000, size=500, dtype=np.int32)
     b = np.random.default_rng(9).integers(0, 1000, size=500, dtype=np.int64)
     assert np.array_equal(a, b)
+
+
+def test_bootstrap_ratios_with_fractional_denominators():
+    # two clusters, num [1, 0], den [0.25, 0.25]: est = 1 / 0.5 = 2. A resample picks
+    # (0, 0) -> 2 / 0.5 = 4, (0, 1) or (1, 0) -> 1 / 0.5 = 2, (1, 1) -> 0 / 0.5 = 0
+    # (probabilities 1/4, 1/2, 1/4): with 400 resamples the 2.5 % and 97.5 % quantiles are 0 and 4.
+    # Every resampled denominator is 0.5 here: a ratio is never divided by anything else.
+    est, lo, hi = stats.bootstrap_ratios(np.array([1.0, 0.0]), np.array([0.25, 0.25]), np.array([0, 1]),
+                                         n_boot=400, seed=3)
+    assert est[0] == 2.0 and lo[0] == 0.0 and hi[0] == 4.0
