@@ -135,8 +135,7 @@ class QuadRows:
         model, models = _factorize(quadrants["model"].astype(object))
         dataset, datasets = _factorize(quadrants["dataset"])
         finding, findings = _factorize(quadrants["finding"])
-        order = np.empty(n, dtype=np.int64)
-        order[_sample_order(quadrants["sample_id"])] = np.arange(n)
+        order = _sample_ranks(quadrants["sample_id"])  # a model's row and another's of one sample: one rank
         cols = {"model": model, "dataset": dataset, "finding": finding, "order": order,
                 "cluster": stats.cluster_codes(quadrants["patient_id"], quadrants["sample_id"]),
                 **cls.measures(quadrants)}
@@ -196,6 +195,20 @@ def reliant_ablations(quadrants) -> list[str]:
     if isinstance(quadrants, QuadRows):
         return list(quadrants.reliant)
     return [c[: -len("_reliant")] for c in quadrants.columns if c.endswith("_reliant") and c != "image_reliant"]
+
+
+def _sample_ranks(sample_id: pd.Series) -> np.ndarray:
+    """Dense rank of each row's sample_id in sample_id order (null as ""): rows of one
+    sample (e.g. of two models) share a rank, as ``tables.sample_keys`` gives them."""
+    arr = pc.fill_null(pa.array(sample_id, type=pa.string(), from_pandas=True), "")
+    idx = _sample_order(sample_id)
+    ids = arr.take(pa.array(idx))
+    new = np.ones(len(ids), dtype=bool)
+    if len(ids) > 1:
+        new[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+    ranks = np.empty(len(ids), dtype=np.int64)
+    ranks[idx] = np.cumsum(new) - 1
+    return ranks
 
 
 def _sample_order(sample_id: pd.Series) -> np.ndarray:
