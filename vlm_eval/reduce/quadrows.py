@@ -131,7 +131,6 @@ class QuadRows:
     @classmethod
     def from_frame(cls, quadrants: pd.DataFrame) -> "QuadRows":
         """A quadrant frame with ``model`` (any row order) as QuadRows."""
-        n = len(quadrants)
         model, models = _factorize(quadrants["model"].astype(object))
         dataset, datasets = _factorize(quadrants["dataset"])
         finding, findings = _factorize(quadrants["finding"])
@@ -197,11 +196,17 @@ def reliant_ablations(quadrants) -> list[str]:
     return [c[: -len("_reliant")] for c in quadrants.columns if c.endswith("_reliant") and c != "image_reliant"]
 
 
+def _sample_ids(sample_id: pd.Series) -> pa.Array:
+    """sample_id as Arrow strings, null as "" (Arrow-backed strings without a Python object
+    per row; object columns converted, NaN / None as null)."""
+    return pc.fill_null(pa.array(sample_id, type=pa.string(), from_pandas=True), "")
+
+
 def _sample_ranks(sample_id: pd.Series) -> np.ndarray:
     """Dense rank of each row's sample_id in sample_id order (null as ""): rows of one
     sample (e.g. of two models) share a rank, as ``tables.sample_keys`` gives them."""
-    arr = pc.fill_null(pa.array(sample_id, type=pa.string(), from_pandas=True), "")
-    idx = _sample_order(sample_id)
+    arr = _sample_ids(sample_id)
+    idx = pc.sort_indices(arr).to_numpy().astype(np.int64)
     ids = arr.take(pa.array(idx))
     new = np.ones(len(ids), dtype=bool)
     if len(ids) > 1:
@@ -213,7 +218,5 @@ def _sample_ranks(sample_id: pd.Series) -> np.ndarray:
 
 def _sample_order(sample_id: pd.Series) -> np.ndarray:
     """Stable order of rows by sample_id (null as ""), sorted by Arrow (byte order of UTF-8 =
-    code point order): Arrow-backed strings without a Python object per row, object columns
-    converted first."""
-    arr = pc.fill_null(pa.array(sample_id, type=pa.string(), from_pandas=True), "")
-    return pc.sort_indices(arr).to_numpy().astype(np.int64)  # a stable sort
+    code point order)."""
+    return pc.sort_indices(_sample_ids(sample_id)).to_numpy().astype(np.int64)  # a stable sort

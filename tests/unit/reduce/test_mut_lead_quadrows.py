@@ -95,3 +95,11 @@ def test_summary_rows_come_in_sorted_key_order_and_errored_only_keys_are_kept():
     assert d0["n"] == 0 and d0["n_errors"] == 1
     d2 = table[(table["dataset"] == "d2") & table["finding"].isna()].iloc[0]
     assert d2["n"] == 1 and d2["n_incomplete"] == 1 and d2["frac_ideal"] == 1.0  # s3 Ideal; s2 incomplete
+
+
+def test_sample_ranks_are_dense_and_shared_by_rows_of_one_sample():
+    # sorted ids: None ("") < "a" < "b": ranks 0, 1, 2; the two rows of "a" (and of "b") share one
+    got = quadrows._sample_ranks(pd.Series(["b", "a", None, "a", "b"], dtype=object))
+    assert got.dtype == np.int64 and got.tolist() == [2, 1, 0, 1, 2]
+    assert quadrows._sample_ranks(pd.Series(["s", "s"])).tolist() == [0, 0]  # two rows, one sample
+    assert quadrows._sample_ranks(pd.Series(["s"])).tolist() == [0]
