@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from reduce_builders import logprobs, preds, sample, write_run
+from reduce_builders import logprobs, preds, preds_frame, sample, write_run
 from vlm_eval.reduce import tables
 from vlm_eval.reduce.files import TableFileError
 from vlm_eval.schema import QUADRANTS_FILE, SAMPLES
@@ -195,3 +195,18 @@ def test_key_order_is_lexicographic_stable_and_exact_for_wide_codes():
     # sizes 7001**5 = 1.7e19 > 2**63: the combined int64 key would overflow; lexsort is used instead
     huge = np.array([[7000, 0, 0, 0, 0], [0, 7000, 7000, 7000, 7000]])
     assert tables.key_order(huge).tolist() == [1, 0]
+    # ... and every column counts there: rows 0 and 1 differ only in column 1
+    huge = np.array([[0, 1, 7000, 7000, 7000], [0, 0, 7000, 7000, 7000], [7000, 7000, 0, 0, 0]])
+    assert tables.key_order(huge).tolist() == [1, 0, 2]
+
+
+def test_deduped_predictions_sort_rows_by_key_and_keep_the_columns():
+    # no repeated key: s2's row then s1's -> sorted by sample_id: s1, s2; nothing dropped
+    pf = preds_frame(preds("s2", [1.0], [None]) + preds("s1", [-1.0], [None]))
+    kept, dropped = tables.deduped_predictions(pf)
+    assert kept["sample_id"].tolist() == ["s1", "s2"] and dropped == {}
+    assert list(kept.columns) == list(pf.columns)
+    # already in key order: the same rows and columns, a fresh RangeIndex
+    kept, _ = tables.deduped_predictions(pf.iloc[::-1].set_axis([7, 9]))
+    assert kept["sample_id"].tolist() == ["s1", "s2"] and list(kept.columns) == list(pf.columns)
+    assert kept.index.tolist() == [0, 1]
