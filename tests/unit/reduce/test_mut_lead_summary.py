@@ -31,6 +31,10 @@ def test_paired_table_order_skips_and_missing_dataset():
     assert [(r["dataset"], r["model_a"], r["model_b"]) for r in got] == [("d1", "a", "b"), ("d2", "a", "b"),
                                                                          (None, "a", "b")]
     assert got[2]["dataset"] is None  # None, not NaN
+    # the summary's rows: model-major, then datasets sorted, the missing one last
+    t = summary.summary_table(f, f.iloc[:0][["model", "sample_id", "dataset", "finding"]], n_boot=20)
+    assert list(zip(t["model"], t["dataset"]))[:7] == [("a", "d0"), ("a", "d1"), ("a", "d2"), ("a", None),
+                                                       ("b", "d1"), ("b", "d2"), ("b", None)]
     # samples i = 0..3: a is Dangerous on even i, b on odd i -> 2 of 4 each, never both
     assert all(r["n"] == 4 and r["frac_dangerous_a"] == 0.5 and r["frac_dangerous_b"] == 0.5 for r in got)
     assert all(r["dangerous_a_only"] == 2 and r["dangerous_b_only"] == 2 for r in got)
@@ -54,3 +58,74 @@ def test_paired_table_default_seed_is_0():
     ci = lambda res: [(r["diff_dangerous_ci_low"], r["diff_dangerous_ci_high"]) for r in res]  # noqa: E731
     assert ci(summary.paired_table(rows)) == ci(summary.paired_table(rows, 1000, 0))
     assert ci(summary.paired_table(rows, 1000, 0)) != ci(summary.paired_table(rows, 1000, 1))  # the seed matters
+
+
+def _rows(**cols) -> pd.DataFrame:
+    n = len(next(iter(cols.values())))
+    base = {"model": ["m"] * n, "dataset": ["d"] * n, "finding": ["f"] * n,
+            "sample_id": [f"s{i:03d}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
+            "complete": [True] * n, "quadrant": ["Ideal"] * n, "correct": [True] * n, "consistent": [True] * n,
+            "flips": [0.0] * n, "n_variants": [3.0] * n, "entropy": [0.3] * n, "margin": [1.0] * n,
+            "ablation_agreement": [1.0] * n}
+    base.update(cols)
+    return pd.DataFrame(base)
+
+
+_NO_ERRORS = pd.DataFrame(columns=["model", "sample_id", "dataset", "finding"])
+
+
+def test_notes_say_the_share_of_single_variant_samples_and_the_unscored_ones():
+    # 5 complete rows, one of them single-variant (consistent null, quadrant null) -> 1 of 5 = 20 %;
+    # unscored = complete, with a quadrant, and no entropy or margin: the two Fragile rows and the
+    # Dangerous one (3) -- not the single-variant row (no quadrant), not the incomplete one
+    f = _rows(complete=[True, True, True, True, True, False], consistent=[True, None, False, False, True, None],
+              quadrant=["Ideal", None, "Fragile", "Fragile", "Dangerous", None],
+              entropy=[0.3, np.nan, np.nan, np.nan, np.nan, np.nan])
+    assert summary.notes(f) == [
+        "consistency not measured for 1 complete samples (20%) with a single prompt variant (paraphrases: 0?): "
+        "their consistent/flips/quadrant are null and they are left out of quadrant shares and flip rates",
+        "3 complete samples have no entropy or margin: the AUROC columns leave them out (n_auroc_excluded)"]
+    one = _rows(consistent=[None], quadrant=[None])  # the only complete sample is single-variant: 100 %
+    assert "(100%)" in summary.notes(one)[0]
+
+
+def test_every_collapsed_interval_gets_the_wilson_interval_not_only_the_first():
+    # 30 samples, all consistent Ideal, every ablation agreeing: frac_ideal = 1 and
+    # ablation_agreement = 1 with bootstrap intervals of no width -> both get Wilson(30, 30)
+    table = summary.summary_table(_rows(quadrant=["Ideal"] * 30), _NO_ERRORS, n_boot=50, seed=0)
+    row = table[table["finding"].isna()].iloc[0]
+    lo, hi = summary.stats.wilson_interval(30, 30)
+    for col in ("frac_ideal", "ablation_agreement"):
+        assert row[f"{col}_ci_low"] == float(lo) < 1.0 and row[f"{col}_ci_high"] == float(hi), col
+
+
+def test_each_group_draws_with_its_own_seed_and_the_default_seed_is_0():
+    # two datasets with the same 60 rows: their intervals come from different seeds
+    # (seed_for(seed, model, dataset, finding)), so they differ; the default seed is 0
+    rng = np.random.default_rng(1)
+    quads = rng.choice(["Ideal", "Dangerous", "Fragile"], 60)
+    f = pd.concat([_rows(quadrant=list(quads), dataset=[d] * 60) for d in ("d1", "d2")], ignore_index=True)
+    table = summary.summary_table(f, _NO_ERRORS, n_boot=200, seed=0)
+    by_ds = table[table["finding"].isna()].set_index("dataset")
+    assert by_ds.loc["d1", "frac_ideal"] == by_ds.loc["d2", "frac_ideal"]
+    assert (by_ds.loc["d1", ["frac_ideal_ci_low", "frac_ideal_ci_high", "frac_dangerous_ci_low"]].tolist()
+            != by_ds.loc["d2", ["frac_ideal_ci_low", "frac_ideal_ci_high", "frac_dangerous_ci_low"]].tolist())
+    default = summary.summary_table(f, _NO_ERRORS, n_boot=200)
+    assert default.equals(table)
+
+
+def test_empty_quadrants_give_an_empty_summary_and_missing_findings_stay_out_of_finding_rows():
+    empty = summary.summary_table(_rows(complete=[True]).iloc[:0], _NO_ERRORS, n_boot=20)
+    assert len(empty) == 0 and list(empty.columns[:3]) == ["model", "dataset", "finding"]
+    # row 0 has no finding, rows 1-2 finding a: the per-finding row of "a" holds rows 1 and 2
+    # (both Ideal), the dataset row all 3, and no per-finding row is made for the missing finding
+    f = _rows(finding=[None, "a", "a"], quadrant=["Dangerous", "Ideal", "Ideal"])
+    t = summary.summary_table(f, _NO_ERRORS, n_boot=20)
+    assert t["finding"].tolist() == [None, "a"] and t["n"].tolist() == [3, 2]
+    assert t.loc[0, "frac_dangerous"] == 1 / 3 and t.loc[1, "frac_dangerous"] == 0.0
+
+
+def test_summary_row_without_positions_reads_every_row():
+    rows = QuadRows.from_frame(_rows(quadrant=["Ideal", "Dangerous", "Ideal", "Worst"]))
+    got = summary.summary_row(rows, 0, 20, 0)
+    assert got["n"] == 4 and got["frac_ideal"] == 0.5 and got["frac_worst"] == 0.25
