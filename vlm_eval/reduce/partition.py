@@ -136,8 +136,3 @@ def sample_buckets(samples: pa.Table, k: int, chunk: int = 1_000_000) -> np.ndar
         out[lo:lo + chunk] = bucket_of(col.slice(lo, chunk), k)
     return out
 
-
-def split_samples(samples: pd.DataFrame, k: int) -> list[np.ndarray]:
-    """Row positions of ``samples`` in each bucket (sorted order kept)."""
-    b = bucket_of(samples["sample_id"].to_numpy(dtype=object), k)
-    return [np.flatnonzero(b == j) for j in range(k)] if k > 1 else [np.arange(len(samples))]
