@@ -14,16 +14,20 @@ from vlm_eval.reduce import stats
 from vlm_eval.schema import QUADRANTS
 
 
+def _is(series: pd.Series, value: bool) -> np.ndarray:
+    """Where the value equals ``value`` (null: False; nullable dtypes too)."""
+    return series.eq(value).fillna(False).to_numpy(dtype=bool)
+
+
 def _bool(series: pd.Series) -> np.ndarray:
-    """Where the value is True (null: False; nullable dtypes too)."""
-    return series.eq(True).fillna(False).to_numpy(dtype=bool)
+    return _is(series, True)
 
 
 def _tri(series: pd.Series) -> np.ndarray:
     """int8 code of a nullable flag: -1 null, 1 == True, 0 == False, 2 any other value."""
     out = np.full(len(series), 2, dtype=np.int8)
-    out[series.eq(False).fillna(False).to_numpy(dtype=bool)] = 0
-    out[_bool(series)] = 1
+    out[_is(series, False)] = 0
+    out[_is(series, True)] = 1
     out[series.isna().to_numpy()] = -1
     return out
 
@@ -206,7 +210,7 @@ def _sample_ranks(sample_id: pd.Series) -> np.ndarray:
     """Dense rank of each row's sample_id in sample_id order (null as ""): rows of one
     sample (e.g. of two models) share a rank, as ``tables.sample_keys`` gives them."""
     arr = _sample_ids(sample_id)
-    idx = pc.sort_indices(arr).to_numpy().astype(np.int64)
+    idx = pc.sort_indices(arr).to_numpy().astype(np.int64)  # byte order of UTF-8 = code point order
     ids = arr.take(pa.array(idx))
     new = np.ones(len(ids), dtype=bool)
     if len(ids) > 1:
@@ -215,8 +219,3 @@ def _sample_ranks(sample_id: pd.Series) -> np.ndarray:
     ranks[idx] = np.cumsum(new) - 1
     return ranks
 
-
-def _sample_order(sample_id: pd.Series) -> np.ndarray:
-    """Stable order of rows by sample_id (null as ""), sorted by Arrow (byte order of UTF-8 =
-    code point order)."""
-    return pc.sort_indices(_sample_ids(sample_id)).to_numpy().astype(np.int64)  # a stable sort

@@ -64,9 +64,15 @@ def bootstrap_weights(n_clusters: int, n_boot: int, rng: np.random.Generator, ou
 def _distinct_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the distinct columns of ``m``, byte for byte, contiguous; for each column of ``m``
     its index among them): ``m == distinct[:, back]``."""
-    seen: dict[bytes, int] = {}
-    back = np.array([seen.setdefault(m[:, j].tobytes(), len(seen)) for j in range(m.shape[1])], dtype=np.int64)
-    first = np.array([int(np.flatnonzero(back == i)[0]) for i in range(len(seen))], dtype=np.int64)
+    seen: dict[bytes, int] = {}  # column bytes -> index among the distinct ones
+    first: list[int] = []  # the first column of each distinct one
+    back = np.empty(m.shape[1], dtype=np.int64)
+    for j in range(m.shape[1]):
+        key = m[:, j].tobytes()
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(j)
+        back[j] = seen[key]
     return np.ascontiguousarray(m[:, first]), back
 
 

@@ -18,15 +18,15 @@ def test_quadrant_and_flag_codes_of_known_missing_and_other_values():
     assert t.dtype == np.int8 and t.tolist() == [1, 0, -1, 2]
 
 
-def test_sample_order_is_stable_byte_order_with_null_first_for_arrow_and_object_ids():
+def test_sample_ranks_are_byte_order_with_null_first_for_arrow_and_object_ids():
     ids = ["b", "a", None, "c", "a", "B"]
-    # sorted: None ("") < "B" < "a" (row 1) < "a" (row 4, stable) < "b" < "c"
-    expected = [2, 5, 1, 4, 0, 3]
-    arrow = quadrows._sample_order(pd.Series(ids, dtype=pd.StringDtype("pyarrow", na_value=np.nan)))
-    plain = quadrows._sample_order(pd.Series(ids, dtype=object))
+    # sorted: None ("") < "B" < "a" (rows 1 and 4, one rank) < "b" < "c"
+    expected = [3, 2, 0, 4, 2, 1]
+    arrow = quadrows._sample_ranks(pd.Series(ids, dtype=pd.StringDtype("pyarrow", na_value=np.nan)))
+    plain = quadrows._sample_ranks(pd.Series(ids, dtype=object))
     assert arrow.tolist() == expected and plain.tolist() == expected and plain.dtype == np.int64
     # a NaN (float) for a missing id in an object column is missing too, not an error
-    nan_ids = quadrows._sample_order(pd.Series([np.nan if v is None else v for v in ids], dtype=object))
+    nan_ids = quadrows._sample_ranks(pd.Series([np.nan if v is None else v for v in ids], dtype=object))
     assert nan_ids.tolist() == expected
 
 
