@@ -74,10 +74,16 @@ class Buckets:
         try:
             for f in found:  # one shard in memory at a time
                 self._add(files.with_keys(files.read_file(f, files.PREDICTION_READ), f))
-        finally:
-            for w in self._writers.values():
-                w.close()
-            self._writers = {}
+        except BaseException:  # a shard that cannot be read: no temp folder left behind
+            self._close_writers()
+            self.__exit__()
+            raise
+        self._close_writers()
+
+    def _close_writers(self) -> None:
+        for w in self._writers.values():
+            w.close()
+        self._writers = {}
 
     def _add(self, table: pa.Table) -> None:
         self._schema = table.schema

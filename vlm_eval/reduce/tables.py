@@ -350,14 +350,14 @@ def quadrant_arrow(df: pd.DataFrame) -> pa.Table:
             cols.append(pa.nulls(len(df), field.type))
             continue
         values = df[field.name]
-        try:  # None / NaN -> null directly (no object copy of the column)
+        try:  # None / NaN / pd.NA -> null directly (no object copy of the column)
             cols.append(pa.array(values, type=field.type, from_pandas=True))
-            continue
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-            pass
-        if not (values.dtype.kind in "fiub" and not isinstance(values.dtype, pd.api.extensions.ExtensionDtype)):
-            values = values.astype(object).where(values.notna(), None)
-        cols.append(pa.array(values, type=field.type, from_pandas=True))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            # The reducer builds these columns, so this is a bug, not bad input: name it.
+            raise ValueError(
+                f"quadrant column {field.name!r} (pandas dtype {values.dtype}) cannot be "
+                f"written as Arrow {field.type}: {exc}"
+            ) from exc
     return pa.Table.from_arrays(cols, schema=schema)
 
 

@@ -153,6 +153,24 @@ def test_quadrant_arrow_fills_missing_columns_with_typed_nulls():
     assert got.column("n_variants").type == pa.int32() and got.column("n_variants").null_count == 2
 
 
+def test_quadrant_arrow_converts_nullable_columns_directly_and_names_a_column_it_cannot_write():
+    # pandas' nullable dtypes and object columns with pd.NA / NaN become nulls of the schema's type
+    df = pd.DataFrame({"sample_id": pd.Series(["s1", None], dtype="string"),
+                       "complete": pd.Series([True, None], dtype="boolean"),
+                       "n_variants": pd.Series([3, None], dtype="Int64"),
+                       "margin": pd.Series([0.25, pd.NA], dtype=object)})
+    got = tables.quadrant_arrow(df)
+    assert got.column("sample_id").to_pylist() == ["s1", None]
+    assert got.column("complete").to_pylist() == [True, None]
+    assert got.column("n_variants").type == pa.int32() and got.column("n_variants").to_pylist() == [3, None]
+    assert got.column("margin").to_pylist() == [0.25, None]
+    # a column the reducer should never build (a bool where the contract says string): a ValueError
+    # naming the column and both types, not a bare pyarrow error and not a silent re-conversion
+    bad = pd.DataFrame({"sample_id": pd.Series([True, None], dtype="boolean")})
+    with pytest.raises(ValueError, match=r"quadrant column 'sample_id' \(pandas dtype boolean\) cannot be written as Arrow string"):
+        tables.quadrant_arrow(bad)
+
+
 def test_column_codes_over_several_chunks_with_blanks_and_nulls():
     col = pa.chunked_array([pa.array(["x", "y"]), pa.array([None, "x", " "]), pa.array(["y"])])
     values: list = []
