@@ -36,8 +36,13 @@ def model_key(model: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def request_key(mkey: str, req: ScoreRequest, condition: str) -> bytes:
+def request_key(mkey: str, req: ScoreRequest, condition: str, image_side: int | None = None) -> bytes:
+    """The cache key of one request: model, system, prompt, image id, condition, options, and for a
+    request with an image the ``max_image_side`` it was decoded at (image ids hash the file, and a
+    smaller side shows the engine other pixels)."""
     parts = [mkey, req.system or "", req.prompt, req.image_uuid or "", condition, "\x1f".join(req.options)]
+    if req.image_uuid and image_side is not None:
+        parts.append(f"max_image_side={image_side}")
     return hashlib.sha256("\x1e".join(parts).encode()).digest()
 
 

@@ -75,13 +75,14 @@ def _sample_specs(item: dict, conds, info: dict, swap_ok: bool, system: str | No
     return out
 
 
-def _lookup(specs: list[dict], cache_url: str | None, mkey: str, system: str | None, token: str = "") -> bool:
+def _lookup(specs: list[dict], cache_url: str | None, mkey: str, system: str | None, image_side: int,
+            token: str = "") -> bool:
     """Fill ``hit`` and ``cache_key`` of each spec; True when every spec hit."""
     if not cache_url:
         return False
     all_hit = True
     for s in specs:
-        key = cache.request_key(mkey, spec_request(s, system), s["condition"])
+        key = cache.request_key(mkey, spec_request(s, system), s["condition"], image_side)
         s["cache_key"] = key.hex()
         got = cache.load_part(cache_url, mkey, s["part"], token).get(key)
         s["hit"] = list(got) if got is not None else None
@@ -103,7 +104,7 @@ def load_unit(row: dict[str, Any], *, samples_file: str, model: dict, system: st
         specs = [{"sample_id": None, "variant": None, "condition": "text_only", "prompt_id": it["prompt_id"],
                   "image_sha256": None, "prompt": it["prompt"], "image_uuid": None, "part": TEXT_PART, "hit": None}
                  for it in json.loads(row["items"])]
-        _lookup(specs, cache_url, mkey, system, cache_token)
+        _lookup(specs, cache_url, mkey, system, max_image_side, cache_token)
         return {**out, "specs": json.dumps(specs)}
     items = read_rows(samples_file, int(row["start"]), int(row["end"])).to_pylist()
     conds = image_conditions(ablations)
@@ -128,7 +129,7 @@ def load_unit(row: dict[str, Any], *, samples_file: str, model: dict, system: st
         if uri in info and all((not wants_swap or not it["swap_image_uri"] or it["swap_image_uri"] in info)
                                for it in its):
             got = [s for it in its for s in _sample_specs(it, conds, info, wants_swap, system, it["prompt_ids"])]
-            if _lookup(got, cache_url, mkey, system, cache_token):
+            if _lookup(got, cache_url, mkey, system, max_image_side, cache_token):
                 specs += got
                 out["n_skipped"] += 1
                 continue
@@ -162,7 +163,7 @@ def load_unit(row: dict[str, Any], *, samples_file: str, model: dict, system: st
                 if not isinstance(im, Exception):
                     info[u] = (im.sha256, im.image.width, im.image.height)
             got_specs = _sample_specs(it, conds, info, swap_ok, system, it["prompt_ids"])
-            _lookup(got_specs, cache_url, mkey, system, cache_token)
+            _lookup(got_specs, cache_url, mkey, system, max_image_side, cache_token)
             specs += got_specs
     for uri, im in loaded.items():
         if isinstance(im, Exception):

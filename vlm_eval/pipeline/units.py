@@ -11,7 +11,9 @@ samples' worth of prompts); an image with more prompts than the cap is a unit al
 A unit's id is a hash of what it holds (image URIs, sample ids, swap partners, prompt
 texts, system prompt, image conditions), never of its position: a resume with another
 ``batch_size`` plans other units, and a shard whose id no longer matches a planned
-unit is stale, never counted as done.
+unit is stale, never counted as done. (The rows are hashed per scan batch of
+``SCAN_ROWS``, so a unit cut by a batch boundary hashes otherwise than the same rows
+elsewhere; a run's samples file, hence its batches and ids, never changes.)
 
 Image-free conditions (``text_only``) are scored once per distinct ``prompt_id`` in
 text units (``batch_size * TEXT_PROMPTS_PER_UNIT_FACTOR`` prompts each).
@@ -137,8 +139,9 @@ def _images(samples_file: str, n_conditions: int, want_prompts: bool):
             continue
         if not new[0]:  # rows continuing the previous batch's last image
             prompts[-1][-1] += int(lens[: idx[0]].sum() if len(idx) else lens.sum()) * n_conditions
-        starts.append(idx + row)
-        prompts.append(sums * n_conditions)
+        if len(idx):  # a batch inside one image starts none: prompts[-1] stays that image's array
+            starts.append(idx + row)
+            prompts.append(sums * n_conditions)
         if want_prompts:
             distinct.append(pc.unique(batch.column(1).flatten()))
             if len(distinct) > 16:

@@ -73,6 +73,9 @@ def load_run(url: str) -> RunData:
         raise InputError(f"{layout.summary_json} has no summary rows: run `vlm-eval reduce {url}` first")
     rows = rows[rows["finding"].isna()].reset_index(drop=True)
     rows["model"] = rows["model"].astype(str)
+    for col in rows.columns.difference(["model", "dataset", "finding"]):  # summary.json writes NaN as null:
+        if rows[col].dtype == object:  # a value column null in some rows comes back as object; numbers, as in summary.parquet
+            rows[col] = pd.to_numeric(rows[col])
     info = tables.run_info(url)
     quad = tables.quadrants(url)
     ident = sample_identity(url)
