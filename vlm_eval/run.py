@@ -157,22 +157,21 @@ def run_job(job: Job, *, progress: Callable[[dict], None] | None = None, shutdow
     storage.write_json_atomic(record, layout.run_json)
     t0 = time.perf_counter()
     events = _Progress(layout, progress)
-    ray_started = False
+    ray_state = {"started": False}  # set as soon as this run starts Ray: shut down even if a stage fails
     try:  # any failure from here on is recorded in run.json before it propagates
         try:
             job = _with_resolved_models(job)
             if job.prompts.generate is not None:  # a new set in RUN/prompt_sets/, made once per run
                 from vlm_eval.pipeline.generate_actor import prepare_generated_set
 
-                job, generated, ray_started = prepare_generated_set(job, run_url, existing)
+                job, generated, ray_state["started"] = prepare_generated_set(job, run_url, existing)
                 record.update(prompt_set={"name": job.prompts.set, "sha256": generated.get("sha256")},
                               prompt_set_generated=generated)
                 storage.write_json_atomic(record, layout.run_json)
-            counts, ray_started_here = _score_all(job, layout, run_id, events, record["attempt"])
-            ray_started = ray_started or ray_started_here
+            counts = _score_all(job, layout, run_id, events, record["attempt"], ray_state)
         finally:
             events.flush()
-            if ray_started and shutdown_ray:
+            if ray_state["started"] and shutdown_ray:
                 import ray
 
                 ray.shutdown()
@@ -223,8 +222,9 @@ def _start_record(job: Job, run_id: str, existing: dict | None) -> dict:
     }
 
 
-def _score_all(job: Job, layout: RunLayout, run_id: str, events: _Progress, attempt: int) -> tuple[dict, bool]:
-    """Plan the units and score every model; returns (counts, whether Ray was started)."""
+def _score_all(job: Job, layout: RunLayout, run_id: str, events: _Progress, attempt: int, ray_state: dict) -> dict:
+    """Plan the units and score every model; returns counts. Sets ``ray_state["started"]`` as soon as
+    it starts Ray, so the caller shuts Ray down also when scoring then fails."""
     from vlm_eval.pipeline import cache, prekey
     from vlm_eval.pipeline.execute import score_model
     from vlm_eval.pipeline.plan import forward_passes, plan_for_job
@@ -238,7 +238,8 @@ def _score_all(job: Job, layout: RunLayout, run_id: str, events: _Progress, atte
                              "distinct_text_prompts": plan.n_text_prompts,
                              "seconds": round(time.perf_counter() - t0, 2)},
                     "models": {}}
-    started = ensure_ray(job.resources.ray_address) if plan.units.num_rows else False
+    if plan.units.num_rows and ensure_ray(job.resources.ray_address):
+        ray_state["started"] = True
     cache_url = (job.cache.url or storage.join(job.output, "_cache")) if job.cache.enabled else None
     for model in job.models:
         st = score_model(job, model, plan, layout.root, progress=events, cache_url=cache_url, run_id=run_id,
@@ -249,7 +250,7 @@ def _score_all(job: Job, layout: RunLayout, run_id: str, events: _Progress, atte
                                                                              cache.model_key(model.model_dump()))
     if cache_url:
         counts["prekey_compaction"] = prekey.compact(cache_url)
-    return counts, started
+    return counts
 
 
 def _with_resolved_models(job: Job) -> Job:

@@ -241,3 +241,26 @@ def test_compare_runs_input_errors_name_the_problem(two_runs):
         compare_runs([a])
     assert str(e.value) == ("compare needs at least two configurations (run x model), got 1: give two or more runs, "
                             "or a run with several models")
+
+
+def test_compare_runs_passes_n_boot_and_seed_to_the_paired_bootstrap(two_runs, tmp_path):
+    from vlm_eval.compare import load_run, paired_table
+    from vlm_eval.reduce.compare_tables import unique_labels
+
+    a, b = two_runs
+    out = str(tmp_path / "cmp")
+    compare_runs([a, b], out, n_boot=20, seed=2)
+    doc = json.loads(open(os.path.join(out, "comparison.json")).read())
+    assert (doc["n_boot"], doc["seed"]) == (20, 2)
+    runs = [load_run(a), load_run(b)]
+    unique_labels(runs)
+
+    def ci(n_boot, seed):
+        p = paired_table(runs, n_boot, seed).iloc[0]
+        return [p["diff_dangerous_ci_low"], p["diff_dangerous_ci_high"]]
+
+    got = [doc["paired"][0]["diff_dangerous_ci_low"], doc["paired"][0]["diff_dangerous_ci_high"]]
+    assert got == pytest.approx(ci(20, 2), abs=1e-12)
+    # with 4 paired samples most seeds give the same percentiles; seed 2 / 20 resamples do not:
+    # the default seed (0) or the default n_boot (1000) in their place would show
+    assert ci(20, 0) != ci(20, 2) and ci(1000, 2) != ci(20, 2)

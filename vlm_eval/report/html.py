@@ -203,7 +203,8 @@ def error_section(errs: pd.DataFrame, doc: dict) -> str:
     if errs.empty:
         out += '<p class="note">No errors recorded.</p>'
     else:
-        e = errs.assign(model=errs["model"].fillna("(all models)"))
+        e = errs.assign(model=errs["model"].fillna("(all models)"), stage=errs["stage"].fillna("–"),
+                        error_type=errs["error_type"].fillna("–"))  # a null key printed "nan"
         counts = e.groupby(["model", "stage", "error_type"], dropna=False).size().reset_index(name="n")
         rows = [[esc(r["model"]), esc(r["stage"]), esc(r["error_type"]), _num(r["n"], digits=0)] for _, r in counts.iterrows()]
         out += _table(["model", "stage", "error type", "samples"], rows, key_cols=3)

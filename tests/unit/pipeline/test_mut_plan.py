@@ -15,6 +15,10 @@ from vlm_eval.config import Job
 from vlm_eval.pipeline.plan import distinct_text_prompts, forward_passes, plan_for_job
 from vlm_eval.pipeline.units import Plan, plan_units
 
+# Each test takes well under a second; a planning loop that never ends (x_plan_units__mutmut_77,
+# `ui = 1`) fails here instead of hanging.
+pytestmark = pytest.mark.timeout(30)
+
 Q1, Q2 = "Is there a nodule?", "Is a nodule visible?"
 
 
@@ -113,7 +117,6 @@ def _mixed_rows() -> list[dict]:
             s("s6", "c", [Q1]), s("s4", "d", [Q2]), s("s2", "b", [Q1, Q2, Q3]), s("s8", "b", [Q3]), s("s9", "b", [Q1])]
 
 
-@pytest.mark.timeout(60)  # x_plan_units__mutmut_77 (`ui = 1`) loops forever
 def test_plan_units_is_the_same_for_every_scan_batch_and_row_group_size(tmp_path, monkeypatch):
     from vlm_eval.pipeline import units
 
@@ -138,6 +141,22 @@ def test_plan_units_is_the_same_for_every_scan_batch_and_row_group_size(tmp_path
     for scan in (2, 3, 4):
         assert ids[(2, scan)] == ids[(3, scan)] == ids[(4096, scan)]
     assert len(set(ids[(4096, units.SCAN_ROWS)])) == 4  # 3 image units + 1 text unit
+
+
+def test_a_unit_cut_by_scan_batches_hashes_every_row_it_holds(tmp_path, monkeypatch):
+    # Units c (rows 0-1), a + d (2-5), b (6-8). Sample s4 (image d, row 5) gets another
+    # question: only the unit holding it gets another id, however the scan cuts it
+    # (scan 2: batches [2, 4) [4, 6); scan 4: [0, 4) [4, 8)).
+    from vlm_eval.pipeline import units
+
+    rows = _mixed_rows()
+    changed = [dict(r, prompts=[Q3]) if r["sample_id"] == "s4" else r for r in rows]
+    f1 = write_samples(tmp_path / "a.parquet", rows)
+    f2 = write_samples(tmp_path / "b.parquet", changed)
+    for scan in (2, 3, 4, units.SCAN_ROWS):
+        monkeypatch.setattr(units, "SCAN_ROWS", scan)
+        a, b = units.plan_units(f1, "sys", [], 1, 5).ids(), units.plan_units(f2, "sys", [], 1, 5).ids()
+        assert (a[0] == b[0], a[1] == b[1], a[2] == b[2]) == (True, False, True), scan
 
 
 def test_an_image_spanning_three_scan_batches_is_one_image(tmp_path, monkeypatch):
@@ -222,7 +241,8 @@ def test_a_plan_of_image_units_only_has_the_plan_schema(tmp_path):
     assert plan.units["items"].null_count == 3
 
 
-def test_read_rows_reads_the_unit_columns_of_a_row_range(tmp_path):
+def test_read_rows_reads_the_unit_columns_of_a_row_range(tmp_path, monkeypatch):
+    from vlm_eval.pipeline import units
     from vlm_eval.pipeline.units import UNIT_COLUMNS, read_rows
 
     rows = [dict(r, label="yes") for r in _mixed_rows()]
@@ -231,6 +251,15 @@ def test_read_rows_reads_the_unit_columns_of_a_row_range(tmp_path):
     assert t.column_names == UNIT_COLUMNS  # not label, dataset, ...
     assert t["sample_id"].to_pylist() == ["s1", "s7", "s4", "s2"]
     assert read_rows(f, 2, 9, ["sample_id"]).to_pydict() == {"sample_id": ["s0", "s1", "s7", "s4", "s2", "s8", "s9"]}
+    # Only the row groups holding the rows are read (rows [4, 7): groups 2 and 3).
+    pf, _ = units._OPEN[f]
+    read = []
+    real = pf.read_row_groups
+    monkeypatch.setattr(pf, "read_row_groups", lambda groups, **kw: read.append(list(groups)) or real(groups, **kw),
+                        raising=False)
+    assert read_rows(f, 4, 7)["sample_id"].to_pylist() == ["s7", "s4", "s2"]
+    assert read_rows(f, 1, 2)["sample_id"].to_pylist() == ["s6"]
+    assert read == [[2, 3], [0]]
     # An empty range at a row-group boundary: no rows.
     empty = read_rows(f, 4, 4)
     assert empty.num_rows == 0 and empty.column_names == UNIT_COLUMNS
