@@ -25,6 +25,8 @@ import pyarrow.compute as pc
 from vlm_eval.reduce import files
 
 ROWS_PER_BUCKET = 1_500_000  # prediction rows per bucket (~1 GB peak while one is reduced)
+# what a shard becomes once read (files.read_file + files.with_keys): every bucket has this schema
+READ_SCHEMA = pa.schema([pa.field("model", pa.string()), *files.PREDICTION_READ])
 
 
 def n_buckets(total_rows: int, rows_per_bucket: int = ROWS_PER_BUCKET) -> int:
@@ -70,7 +72,6 @@ class Buckets:
         self._mem: list[list[pa.Table]] = [[] for _ in range(k)]
         self._dir = tempfile.mkdtemp(prefix="vlm-eval-reduce-", dir=tmp_root) if k > 1 else None
         self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-        self._schema: pa.Schema | None = None
         try:
             for f in found:  # one shard in memory at a time
                 self._add(files.with_keys(files.read_file(f, files.PREDICTION_READ), f))
@@ -86,7 +87,6 @@ class Buckets:
         self._writers = {}
 
     def _add(self, table: pa.Table) -> None:
-        self._schema = table.schema
         b = bucket_of(table.column("sample_id"), self.k)
         if (b < 0).any():
             self._shared.append(table.filter(pa.array(b < 0)))
@@ -107,22 +107,17 @@ class Buckets:
             self._writers[j] = pa.ipc.new_stream(os.path.join(self._dir, f"bucket-{j:05d}.arrows"), schema)
         return self._writers[j]
 
-    def _empty(self) -> pa.Table:
-        if self._schema is not None:
-            return self._schema.empty_table()
-        return files.with_keys(files.PREDICTION_READ.empty_table(), files.TableFile("", "", 0.0))
-
     def own(self, j: int) -> pa.Table:
         if self.k == 1:
-            return pa.concat_tables(self._mem[0]) if self._mem[0] else self._empty()
+            return pa.concat_tables(self._mem[0]) if self._mem[0] else READ_SCHEMA.empty_table()
         path = os.path.join(self._dir, f"bucket-{j:05d}.arrows")
         if not os.path.exists(path):
-            return self._empty()
+            return READ_SCHEMA.empty_table()
         with pa.memory_map(path) as src:
             return pa.ipc.open_stream(src).read_all()
 
     def shared(self) -> pa.Table:
-        return pa.concat_tables(self._shared) if self._shared else self._empty()
+        return pa.concat_tables(self._shared) if self._shared else READ_SCHEMA.empty_table()
 
     def __enter__(self) -> "Buckets":
         return self

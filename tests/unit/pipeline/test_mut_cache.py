@@ -14,7 +14,6 @@ import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from vlm_eval.config import ModelConfig
 from vlm_eval.engines.base import ScoreRequest, ScoreResult

@@ -10,7 +10,6 @@ import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from vlm_eval import storage
 from vlm_eval.pipeline import cache_store, prekey

@@ -363,3 +363,105 @@ def test_load_run_model_names_stay_strings_and_unreduced_runs_are_refused(tmp_pa
     with pytest.raises(InputError) as e:
         load_run(run)
     assert str(e.value) == f"{run} has no summary ({path} not found): run `vlm-eval reduce {run}` first"
+
+
+# ------------------------------------------------------------------ edge cases found by the mutation run
+def test_labels_strip_only_slashes_from_folder_names():
+    # a folder name ending in "X" keeps it (only "/" is stripped before basename)
+    assert _run_label("/runs/RUNX/", {}) == "RUNX"
+    runs = [_run("t", [], models=[], url="/r/AX/"), _run("t", [], models=[], url="/r/BX")]
+    unique_labels(runs)
+    assert [r.label for r in runs] == ["AX", "BX"]
+
+
+def test_sample_identity_names_a_junk_samples_file_and_fills_a_null_dataset(tmp_path):
+    run = _folder(tmp_path / "r")
+    _rewrite_samples(run, [dict(sample("s0"), dataset=None), sample("s1")])
+    ident = sample_identity(run)
+    assert ident["s0"] == f"{SEP}s0{SEP}mem://s0.png{SEP}Is there X?"  # null dataset -> "" (not "None" / "nan")
+    with open(os.path.join(run, "samples", "junk.parquet"), "wb") as f:
+        f.write(b"not parquet")
+    with pytest.raises(Exception) as e:
+        sample_identity(run)
+    assert "1 file(s) under" in str(e.value) and "are not samples files" in str(e.value)
+    assert "junk.parquet" in str(e.value)
+
+
+def _letters(text):
+    return [{"I": "Ideal", "F": "Fragile", "D": "Dangerous", "W": "Worst"}[c] for c in text]
+
+
+# 40 samples, 20 patients (two samples each): enough distinct bootstrap values that the seed key,
+# the seed and the number of resamples each move the interval
+BIG_A = _letters("WIWIIDFFFDDWWFIFWIFDWFFDWWFWDDFIIDFFDDDD")
+BIG_B = _letters("FWIIWFFDWFIWWDWFIIDIDIFIWFWWWFDWFWFIWWID")
+
+
+def _big_runs():
+    a = _run("a", [_quad("m", f"s{i}", q, patient=f"p{i // 2}") for i, q in enumerate(BIG_A)])
+    b = _run("b", [_quad("m", f"s{i}", q, patient=f"p{i // 2}") for i, q in enumerate(BIG_B)])
+    return a, b
+
+
+def _ci(p):
+    return tuple(p[["diff_dangerous_ci_low", "diff_dangerous_ci_high"]].values[0])
+
+
+def test_paired_table_seeds_each_comparison_by_its_whole_key():
+    a, b = _big_runs()
+    qa, qb = (r.quad.assign(sample_id=lambda f: f["identity"]) for r in (a, b))
+
+    def ref(seed):
+        r = stats.paired_comparison(qa, qb, 40, seed)
+        return r["diff_dangerous_ci_low"], r["diff_dangerous_ci_high"]
+
+    got = _ci(paired_table([a, b], n_boot=40, seed=0))
+    assert got == ref(stats.seed_for(0, "a", "m", "b", "m", "ds"))
+    # each part of the key matters: a key without a run label, a model, the dataset, or the plain seed
+    for other in (stats.seed_for(0, "m", "b", "m", "ds"), stats.seed_for(0, "a", "b", "m", "ds"),
+                  stats.seed_for(0, "a", "m", "b", None, "ds"), stats.seed_for(0, "a", "m", "b", "m", None), 0):
+        assert ref(other) != got
+    assert _ci(paired_table([a, b], n_boot=40, seed=0)) == got  # reproducible (no unseeded draw)
+
+
+def test_paired_table_defaults_are_1000_resamples_and_seed_0():
+    a, b = _big_runs()
+    default = _ci(paired_table([a, b]))
+    assert default == _ci(paired_table([a, b], 1000, 0))
+    assert default != _ci(paired_table([a, b], 1001, 0)) and default != _ci(paired_table([a, b], 1000, 1))
+
+
+def test_an_incomparable_run_first_does_not_stop_the_others():
+    a, b, _ = _three_runs()
+    odd = _run("odd", [_quad("m", "s1", "Ideal"), _quad("k", "s1", "Ideal")], taxonomy={"ablation": "noise",
+                                                                                        "reliance": "any"})
+    p = paired_table([odd, a, b], n_boot=20)
+    assert sorted(map(tuple, p[["run_a", "model_a", "run_b", "model_b"]].values.tolist())) == [
+        ("a", "k", "a", "m"), ("a", "k", "b", "k"), ("a", "k", "b", "m"), ("a", "m", "b", "k"), ("a", "m", "b", "m"),
+        ("b", "k", "b", "m"), ("odd", "k", "odd", "m")]  # a run is comparable with itself
+    counts, moved = migration([odd, a, b])
+    assert set(map(tuple, counts[["run_from", "run_to"]].values.tolist())) == {("a", "b")}
+    assert counts.index.tolist() == list(range(len(counts)))  # one index over all pairs and models
+    assert moved["sample_id"].tolist() == ["s1", "s3", "s4"]
+
+
+def test_load_run_without_run_id_or_samples_and_with_a_null_dataset(tmp_path):
+    # run.json without run_id: the folder name labels the run; no extra columns in the summary rows
+    run = str(tmp_path / "folder-x")
+    samples = [dict(sample("s0", patient="p0"), dataset=None), sample("s1", patient="p1")]
+    rows = preds("s0", *PLANT["Ideal"], shared=False) + preds("s1", *PLANT["Dangerous"], shared=False)
+    write_run(run, samples, {"m": rows})
+    reduce_run(run, n_boot=20, seed=0)
+    import json
+
+    info = json.load(open(os.path.join(run, "run.json")))
+    del info["run_id"]
+    json.dump(info, open(os.path.join(run, "run.json"), "w"))
+    r = load_run(run)
+    assert r.label == "folder-x"
+    keys = [k for k in json.load(open(os.path.join(run, "summary.json")))["rows"][0]]
+    assert sorted(r.summary.columns) == sorted(keys) and r.summary.index.tolist() == list(range(len(r.summary)))
+    # without samples/: identity = dataset + sample_id, a null dataset as ""
+    shutil.rmtree(os.path.join(run, "samples"))
+    r = load_run(run)
+    assert dict(zip(r.quad["sample_id"], r.quad["identity"])) == {"s0": f"{SEP}s0", "s1": f"ds{SEP}s1"}

@@ -38,10 +38,16 @@ def test_bucket_of_is_the_documented_hash_for_every_input_type():
     chunked = pa.chunked_array([pa.array(IDS[:3], pa.string()), pa.array(IDS[3:], pa.string())])
     assert bucket_of(chunked, 5).tolist() == want
     assert bucket_of(pd.Series(IDS, dtype=object), 5).tolist() == want
+    # a NaN id (an object column read through pandas) is null like None, not a string "nan" or an error
+    assert bucket_of(pd.Series(["s1", np.nan], dtype=object), 5).tolist() == [want[0], -1]
+    # two buckets already hash (only k <= 1 is the one-bucket shortcut)
+    two = _reference_buckets(IDS, 2)
+    assert set(two) == {-1, 0, 1} and bucket_of(IDS, 2).tolist() == two
 
 
 def test_bucket_of_one_bucket_empty_input_and_all_null():
-    assert bucket_of(IDS, 1).tolist() == [0, 0, -1, 0, 0, 0, 0, 0]
+    one = bucket_of(IDS, 1)
+    assert one.dtype == np.int64 and one.tolist() == [0, 0, -1, 0, 0, 0, 0, 0]
     assert bucket_of(IDS, 0).tolist() == [0, 0, -1, 0, 0, 0, 0, 0]  # k <= 1: one bucket
     for k in (1, 4):
         empty = bucket_of(pa.array([], pa.string()), k)
@@ -90,7 +96,8 @@ def test_buckets_put_each_sample_in_its_bucket_and_null_ids_in_shared(shards, tm
     tmp_root = tmp_path / "spill"
     tmp_root.mkdir()
     with Buckets(shards, k, tmp_root=str(tmp_root)) as parts:
-        assert len(os.listdir(tmp_root)) == (1 if k > 1 else 0)  # spilled to one temp folder only when k > 1
+        spill = os.listdir(tmp_root)  # spilled to one temp folder, named for whoever finds it, only when k > 1
+        assert len(spill) == (1 if k > 1 else 0) and all(n.startswith("vlm-eval-reduce-") for n in spill)
         owned = {j: parts.own(j) for j in range(k)}
         for j, t in owned.items():
             assert t.column_names[0] == "model" and t.schema.field("model").type == pa.string()
@@ -101,6 +108,7 @@ def test_buckets_put_each_sample_in_its_bucket_and_null_ids_in_shared(shards, tm
         assert _rows(parts.shared()) == [("a", None, "text_only", "s1-v0"), ("a", None, "text_only", "s1-v1"),
                                          ("b", None, "text_only", "s3-v0")]
     assert os.listdir(tmp_root) == []  # the temp folder is removed on exit
+    parts.__exit__(None, None, None)  # a second close (an error path closing again) is harmless
 
 
 def test_an_empty_bucket_is_an_empty_table_of_the_shards_schema(shards, tmp_path):
@@ -110,14 +118,14 @@ def test_an_empty_bucket_is_an_empty_table_of_the_shards_schema(shards, tmp_path
     with Buckets(shards, k, tmp_root=str(tmp_path)) as parts:
         full = parts.own(min(used))
         got = parts.own(empty)
-        assert got.num_rows == 0 and got.schema == full.schema
+        assert got.num_rows == 0 and got.schema == full.schema == parts.shared().schema
     with Buckets([], 3, tmp_root=str(tmp_path)) as parts:  # no shards at all
         for got in (parts.own(0), parts.shared()):
             assert got.num_rows == 0
-            assert got.schema.names == ["model"] + files.PREDICTION_READ.names
+            assert got.schema.names == ["model"] + files.PREDICTION_READ.names and got.schema == full.schema
     with Buckets([], 1) as parts:
         assert parts.own(0).num_rows == 0 and parts.own(0).schema.names[0] == "model"
-    assert os.listdir(tmp_path) == [] or all(not n.startswith("vlm-eval-reduce-") for n in os.listdir(tmp_path))
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("vlm-eval-reduce-")]  # both folders removed
 
 
 def test_buckets_keep_no_rows_and_no_folder_after_exit(shards, tmp_path):
