@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from vlm_eval.reduce import summary
 from vlm_eval.reduce.quadrows import QuadRows
@@ -129,3 +130,30 @@ def test_summary_row_without_positions_reads_every_row():
     rows = QuadRows.from_frame(_rows(quadrant=["Ideal", "Dangerous", "Ideal", "Worst"]))
     got = summary.summary_row(rows, 0, 20, 0)
     assert got["n"] == 4 and got["frac_ideal"] == 0.5 and got["frac_worst"] == 0.25
+
+
+def test_the_group_seed_holds_the_model_and_the_finding_too():
+    # one dataset, one finding: the per-finding row holds the same 60 rows as the dataset row, and
+    # models a and b hold the same rows too; seeds seed_for(0, model, dataset, finding) differ in
+    # the finding (None vs "f") and in the model, so the four bootstrap intervals all differ
+    rng = np.random.default_rng(2)
+    quads = list(rng.choice(["Ideal", "Dangerous", "Fragile"], 60))
+    f = pd.concat([_rows(quadrant=quads, model=[m] * 60) for m in ("a", "b")], ignore_index=True)
+    t = summary.summary_table(f, _NO_ERRORS, n_boot=200, seed=0)
+    assert t[["model", "finding"]].values.tolist() == [["a", None], ["b", None], ["a", "f"], ["b", "f"]]
+    assert t["frac_ideal"].nunique() == 1  # the same rows everywhere
+    cis = [tuple(r) for r in t[["frac_ideal_ci_low", "frac_ideal_ci_high", "frac_dangerous_ci_low",
+                                "frac_dangerous_ci_high"]].to_numpy()]
+    assert len(set(cis)) == 4, cis
+
+
+def test_to_arrow_types_an_all_null_finding_column_as_string():
+    # no sample has a finding: the finding column holds only None; it is still a string column
+    # (a null-typed column would not fit the schema), counts int64, the rest double
+    t = summary.summary_table(_rows(finding=[None, None], quadrant=["Ideal", "Dangerous"]), _NO_ERRORS, n_boot=20)
+    assert t["finding"].tolist() == [None]
+    assert all(t[c].dtype == np.int64 for c in summary.COUNT_COLUMNS), t.dtypes  # counts are int64 in the frame too
+    got = summary.to_arrow(t)
+    assert got.schema.field("finding").type == pa.string() and got.column("finding").to_pylist() == [None]
+    assert got.schema.field("model").type == pa.string() and got.schema.field("n").type == pa.int64()
+    assert got.schema.field("frac_ideal").type == pa.float64() and got.column("frac_ideal").to_pylist() == [0.5]
