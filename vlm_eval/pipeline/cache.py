@@ -2,8 +2,8 @@
 
 A cached score is keyed by everything that determines it: the model's identity
 (engine, path, revision, LoRA, engine options), the system prompt and question
-text, the image's content hash (or the ablation's synthetic image id), the
-condition and the answer options. Tonight's run then scores only new or changed
+text, the image's content hash (or the ablation's synthetic image id) and the
+``max_image_side`` it was decoded at, the condition and the answer options. Tonight's run then scores only new or changed
 samples. Entries (``cache_key`` = the 32-byte sha256 digest, ``logprob_yes,
 logprob_no, other_mass``) are written after each unit commits, partitioned by image
 and compacted at the end of the run (``cache_store``); error rows are never cached.
