@@ -21,7 +21,7 @@ from vlm_eval import storage
 from vlm_eval.errors import InputError
 from vlm_eval.layout import RunLayout
 from vlm_eval.provenance import redact_text
-from vlm_eval.reduce import files, stats, tables
+from vlm_eval.reduce import files, stats, summary, tables
 from vlm_eval.schema import QUADRANTS, SAMPLES
 
 STATES = list(QUADRANTS) + ["incomplete", "absent"]
@@ -73,7 +73,7 @@ def load_run(url: str) -> RunData:
         raise InputError(f"{layout.summary_json} has no summary rows: run `vlm-eval reduce {url}` first")
     rows = rows[rows["finding"].isna()].reset_index(drop=True)
     rows["model"] = rows["model"].astype(str)
-    for col in rows.columns.difference(["model", "dataset", "finding"]):  # summary.json writes NaN as null:
+    for col in rows.columns.difference(summary.KEYS):  # summary.json writes NaN as null:
         if rows[col].dtype == object:  # a value column null in some rows comes back as object; numbers, as in summary.parquet
             rows[col] = pd.to_numeric(rows[col])
     info = tables.run_info(url)
